@@ -1,0 +1,33 @@
+"""
+### Forecast training
+
+Daily: trains the global LightGBM demand forecaster on the 5-minute demand mart, backtests it
+against seasonal naive and naive on rolling origins, logs the run to MLflow, registers a new
+version and promotes it to `champion` only if it passes the promotion gate (`ml/forecast.yaml`).
+"""
+
+from airflow.sdk import dag, task
+
+from scaleahead.orchestration import CHAMPION_MODEL, DEFAULT_ARGS, START_DATE
+
+
+@dag(
+    schedule="@daily",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    doc_md=__doc__,
+    tags=["scaleahead", "ml"],
+)
+def forecast_train():
+    @task(outlets=[CHAMPION_MODEL])
+    def train_and_register() -> dict:
+        from scaleahead import tasks
+
+        return tasks.train()
+
+    train_and_register()
+
+
+forecast_train()

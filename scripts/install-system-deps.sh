@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Debian packages the tests and demo need. Idempotent: installs only what is missing.
+set -euo pipefail
+needed=()
+# (later issues add prometheus, prometheus-alertmanager, chromium, ...)
+for pkg in "$@"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || needed+=("$pkg")
+done
+if [ ${#needed[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then echo "need root to install: ${needed[*]}" >&2; exit 1; fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${needed[@]}"
+fi

@@ -1,0 +1,1 @@
+"""scaleahead: predictive capacity platform."""

@@ -1,0 +1,272 @@
+"""In-memory cache of the latest published forecast batch per metric.
+
+Requests are served from an immutable snapshot; a background thread polls the warehouse with a
+cheap ``max(created_at)`` query and reloads only when it changed. A DuckDB read-only connection
+held open blocks writer processes, so every refresh opens its own connection and closes it
+before returning. When the warehouse is missing, locked or failing, the last good snapshot keeps
+being served and the failure is reported as staleness.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from scaleahead.warehouse import connect
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REFRESH_INTERVAL_S = 15.0
+# Short on purpose: a writer holding the lock must not stall the refresher for long, the next
+# tick retries anyway.
+DEFAULT_OPEN_TIMEOUT_S = 1.0
+
+_FINGERPRINT_SQL = "SELECT metric, max(created_at) FROM serving.forecasts GROUP BY metric"
+
+# Latest batch per metric; ties on created_at are broken by batch_id so reloads are deterministic.
+_LATEST_ROWS_SQL = """
+WITH latest AS (
+    SELECT metric, batch_id
+    FROM (
+        SELECT metric, batch_id, max(created_at) AS created_at
+        FROM serving.forecasts
+        GROUP BY metric, batch_id
+    )
+    QUALIFY row_number() OVER (PARTITION BY metric ORDER BY created_at DESC, batch_id DESC) = 1
+)
+SELECT f.service, f.metric, f.batch_id, f.ds, f.step, f.p50, f.p90, f.p95,
+       f.model_name, f.model_version, f.created_at
+FROM serving.forecasts AS f
+JOIN latest USING (metric, batch_id)
+ORDER BY f.service, f.metric, f.step, f.ds
+"""
+
+Fingerprint = Mapping[str, datetime]
+
+
+def _utc(ts: datetime) -> datetime:
+    """Warehouse timestamps are naive UTC; make that explicit for API clients."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastPoint:
+    ds: datetime
+    step: int
+    p50: float
+    p90: float
+    p95: float
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesForecast:
+    """The forecast of one (service, metric) from the latest batch of that metric."""
+
+    service: str
+    metric: str
+    batch_id: str
+    model_name: str
+    model_version: str
+    created_at: datetime
+    points: tuple[ForecastPoint, ...]
+
+    @property
+    def horizon(self) -> int:
+        return len(self.points)
+
+    @property
+    def first_ds(self) -> datetime:
+        return self.points[0].ds
+
+    @property
+    def last_ds(self) -> datetime:
+        return self.points[-1].ds
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastSnapshot:
+    """An immutable view of everything servable; swapped atomically on reload."""
+
+    series: Mapping[tuple[str, str], SeriesForecast] = field(default_factory=dict)
+    fingerprint: Fingerprint = field(default_factory=dict)
+    loaded_at: datetime | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self.series)
+
+    def services(self) -> list[str]:
+        return sorted({service for service, _ in self.series})
+
+    def for_service(self, service: str) -> list[SeriesForecast]:
+        return [s for (svc, _), s in sorted(self.series.items()) if svc == service]
+
+    def get(self, service: str, metric: str) -> SeriesForecast | None:
+        return self.series.get((service, metric))
+
+    def batches(self) -> dict[str, str]:
+        """metric -> batch_id currently served."""
+        return {metric: s.batch_id for (_, metric), s in sorted(self.series.items())}
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStatus:
+    loaded: bool
+    stale: bool
+    last_refresh_at: datetime | None
+    last_success_at: datetime | None
+    last_refresh_error: str | None
+    loaded_at: datetime | None
+    batches: dict[str, str]
+
+
+def _build_snapshot(rows: list[tuple], fingerprint: Fingerprint) -> ForecastSnapshot:
+    grouped: dict[tuple[str, str], list[tuple]] = {}
+    for row in rows:
+        grouped.setdefault((row[0], row[1]), []).append(row)
+    series = {key: _build_series(group) for key, group in grouped.items()}
+    return ForecastSnapshot(series=series, fingerprint=dict(fingerprint), loaded_at=_now())
+
+
+def _build_series(rows: list[tuple]) -> SeriesForecast:
+    service, metric, batch_id = rows[0][0], rows[0][1], rows[0][2]
+    model_name, model_version, created_at = rows[0][8], rows[0][9], rows[0][10]
+    points = tuple(
+        ForecastPoint(ds=_utc(r[3]), step=int(r[4]), p50=r[5], p90=r[6], p95=r[7]) for r in rows
+    )
+    return SeriesForecast(
+        service=service,
+        metric=metric,
+        batch_id=batch_id,
+        model_name=model_name,
+        model_version=str(model_version),
+        created_at=_utc(created_at),
+        points=points,
+    )
+
+
+class ForecastCache:
+    """Thread-safe holder of the current :class:`ForecastSnapshot`."""
+
+    def __init__(
+        self,
+        warehouse_path: Path,
+        open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
+        stale_after_s: float | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.warehouse_path = warehouse_path
+        self.open_timeout_s = open_timeout_s
+        # Also flag staleness when refreshes silently stop succeeding (e.g. a wedged thread).
+        self.stale_after_s = stale_after_s
+        self._clock = clock
+        self._snapshot = ForecastSnapshot()
+        self._refresh_lock = threading.Lock()
+        self._last_refresh_at: datetime | None = None
+        self._last_success_at: datetime | None = None
+        self._last_error: str | None = None
+
+    @property
+    def snapshot(self) -> ForecastSnapshot:
+        return self._snapshot
+
+    def refresh(self) -> bool:
+        """Poll the warehouse; return True when a new snapshot was loaded. Never raises."""
+        with self._refresh_lock:
+            self._last_refresh_at = self._clock()
+            try:
+                changed = self._refresh_once()
+            except Exception as exc:  # keep serving the last good batch whatever went wrong
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("forecast cache refresh failed: %s", self._last_error)
+                return False
+            self._last_error = None
+            self._last_success_at = self._last_refresh_at
+            return changed
+
+    def _refresh_once(self) -> bool:
+        with connect(
+            read_only=True, path=self.warehouse_path, timeout_s=self.open_timeout_s
+        ) as con:
+            fingerprint = self._fingerprint(con)
+            if self._snapshot.loaded and fingerprint == self._snapshot.fingerprint:
+                return False
+            if not fingerprint:
+                if self._snapshot.loaded:
+                    # An emptied table is more likely an accident than a decision to serve
+                    # nothing, so the previous forecasts stay up and the state is reported.
+                    raise RuntimeError("serving.forecasts is empty; keeping the previous batch")
+                return False
+            rows = con.execute(_LATEST_ROWS_SQL).fetchall()
+        self._snapshot = _build_snapshot(rows, fingerprint)
+        log.info("forecast cache loaded batches %s", self._snapshot.batches())
+        return True
+
+    @staticmethod
+    def _fingerprint(con: duckdb.DuckDBPyConnection) -> dict[str, datetime]:
+        return dict(con.execute(_FINGERPRINT_SQL).fetchall())
+
+    def status(self) -> CacheStatus:
+        snapshot = self._snapshot
+        return CacheStatus(
+            loaded=snapshot.loaded,
+            stale=self._is_stale(),
+            last_refresh_at=self._last_refresh_at,
+            last_success_at=self._last_success_at,
+            last_refresh_error=self._last_error,
+            loaded_at=snapshot.loaded_at,
+            batches=snapshot.batches(),
+        )
+
+    def _is_stale(self) -> bool:
+        if self._last_error is not None:
+            return True
+        if self.stale_after_s is None or self._last_success_at is None:
+            return False
+        return (self._clock() - self._last_success_at).total_seconds() > self.stale_after_s
+
+
+class CacheRefresher:
+    """Daemon thread calling :meth:`ForecastCache.refresh` every ``interval_s`` seconds."""
+
+    def __init__(self, cache: ForecastCache, interval_s: float = DEFAULT_REFRESH_INTERVAL_S):
+        if interval_s <= 0:
+            raise ValueError(f"refresh interval must be positive, got {interval_s}")
+        self.cache = cache
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name="forecast-cache-refresher", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        # wait() doubles as an interruptible sleep so shutdown is immediate.
+        while not self._stop.wait(self.interval_s):
+            self.cache.refresh()

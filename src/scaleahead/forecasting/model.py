@@ -1,0 +1,226 @@
+"""``DemandForecaster``: a global LightGBM point forecaster (mlforecast) plus calibrated quantiles.
+
+Quantiles come from split-conformal calibration (see ``ml/forecast.yaml``, ``intervals``):
+out-of-sample residuals of rolling windows are divided by each series' seasonal-naive MAE, pooled
+over series and summarised as one empirical quantile per horizon step. At predict time they are
+multiplied back by the scale of the series being forecast, so the same model can score series
+from newer data (or services it never saw) without refitting.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlforecast import MLForecast
+
+from scaleahead.forecasting.config import ForecastConfig, ForecastingError
+from scaleahead.forecasting.features import MODEL_NAME, build_mlforecast
+
+ID, DS, Y = "unique_id", "ds", "y"
+_STATE_FILE = "forecaster.json"
+_FORMAT_VERSION = 1
+
+
+def prepare_series(df: pd.DataFrame, freq: str) -> pd.DataFrame:
+    """Long frame -> sorted, deduplicated, on a regular grid (holes filled forward).
+
+    mlforecast computes lags by position, so a missing bucket would silently shift every lag.
+    """
+    missing = {ID, DS, Y} - set(df.columns)
+    if missing:
+        raise ValueError(f"series frame lacks columns {sorted(missing)}")
+    out = df[[ID, DS, Y]].copy()
+    out[ID] = out[ID].astype(str)
+    out[DS] = pd.to_datetime(out[DS])
+    out[Y] = out[Y].astype(float)
+    out = out.dropna(subset=[Y]).drop_duplicates([ID, DS], keep="last")
+    out = out.sort_values([ID, DS], ignore_index=True)
+    if out.empty:
+        return out
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    spans = out.groupby(ID, sort=False)[DS].agg(["min", "max", "size"])
+    expected = (spans["max"] - spans["min"]) // step + 1
+    ragged = spans.index[expected != spans["size"]]
+    if len(ragged) == 0:
+        return out
+    parts = [out[~out[ID].isin(ragged)]]
+    for uid in ragged:
+        s = out[out[ID] == uid].set_index(DS)[Y]
+        s = s.asfreq(freq).ffill()
+        parts.append(pd.DataFrame({ID: uid, DS: s.index, Y: s.to_numpy()}))
+    return pd.concat(parts, ignore_index=True).sort_values([ID, DS], ignore_index=True)
+
+
+def holdout_split(df: pd.DataFrame, offset: int, h: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per series: the last ``offset`` rows are dropped, the ``h`` before them are the test
+    window and everything earlier the history (positional, so series may end at different
+    times). ``df`` must be sorted by id and ds."""
+    from_end = df.groupby(ID, sort=False).cumcount(ascending=False).to_numpy()
+    history = df[from_end >= offset + h]
+    test = df[(from_end >= offset) & (from_end < offset + h)]
+    return history.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def seasonal_mae(df: pd.DataFrame, season_length: int) -> pd.Series:
+    """Per-series in-sample MAE of the seasonal naive forecast (NaN if shorter than a season)."""
+    g = df.groupby(ID, sort=False)[Y]
+    return df[Y].sub(g.shift(season_length)).abs().groupby(df[ID], sort=False).mean()
+
+
+def series_scales(df: pd.DataFrame, season_length: int) -> pd.Series:
+    """Per-series seasonal-naive MAE, never 0 or NaN (intervals are multiples of it).
+
+    Falls back to the naive MAE for series shorter than a season, then to 1% of the level.
+    """
+    seasonal = seasonal_mae(df, season_length)
+    g = df.groupby(ID, sort=False)[Y]
+    naive = df[Y].sub(g.shift(1)).abs().groupby(df[ID], sort=False).mean()
+    level = df[Y].abs().groupby(df[ID], sort=False).mean() * 0.01
+    scale = seasonal.where(seasonal > 0, naive)
+    scale = scale.where(scale > 0, level)
+    return scale.where(scale > 0, 1e-6).astype(float)
+
+
+def enforce_quantiles(values: np.ndarray, nonnegative: bool) -> np.ndarray:
+    """Clip at 0 (demand) and make columns ordered by quantile non-crossing."""
+    out = np.maximum(values, 0.0) if nonnegative else values
+    return np.maximum.accumulate(out, axis=1)
+
+
+class DemandForecaster:
+    """Fit on a long frame (unique_id, ds, y); predict p50/p90/p95 (per ``config.quantiles``)."""
+
+    def __init__(self, config: ForecastConfig) -> None:
+        self.config = config
+        self.fc_: MLForecast | None = None
+        self.residual_quantiles_: np.ndarray | None = None  # (calibration_h, n_quantiles)
+        self.scales_: pd.Series | None = None
+        self.train_end_: pd.Timestamp | None = None
+
+    @property
+    def quantile_columns(self) -> list[str]:
+        return self.config.quantile_columns
+
+    @property
+    def min_history(self) -> int:
+        """Rows a series needs before every feature is defined."""
+        feats = self.config.features
+        needs = [self.config.season_length, *feats.lags]
+        for lag, specs in feats.lag_transforms.items():
+            needs += [lag + int(s.kwargs.get("window_size", 1)) - 1 for s in specs]
+        return max(needs) + 1
+
+    @property
+    def series_(self) -> list[str]:
+        return [] if self.scales_ is None else list(self.scales_.index)
+
+    def fit(self, df: pd.DataFrame) -> DemandForecaster:
+        cfg = self.config
+        data = prepare_series(df, cfg.freq)
+        sizes = data.groupby(ID, sort=False)[ID].transform("size")
+        data = data[sizes >= cfg.min_series_length].reset_index(drop=True)
+        if data.empty:
+            raise ForecastingError(
+                f"no series with at least {cfg.min_series_length} rows to train on"
+            )
+        self.residual_quantiles_ = self._calibrate(data)
+        self.fc_ = build_mlforecast(cfg).fit(data, static_features=[])
+        self.scales_ = series_scales(data, cfg.season_length)
+        self.train_end_ = data[DS].max()
+        return self
+
+    def _calibrate(self, data: pd.DataFrame) -> np.ndarray:
+        cfg = self.config
+        h, n, step = cfg.calibration_h, cfg.intervals.n_windows, cfg.calibration_step
+        first_history, _ = holdout_split(data, (n - 1) * step, h)
+        fc = build_mlforecast(cfg).fit(first_history, static_features=[])
+        parts = []
+        for w in range(n):
+            history, test = holdout_split(data, w * step, h)
+            point = fc.predict(h, new_df=history)
+            # Series without seasonal variation (constant, all-zero) would divide by ~0 and
+            # swamp the pooled quantiles: they are scored but not used for calibration.
+            scales = seasonal_mae(history, cfg.season_length)
+            scales = scales[scales > 0]
+            merged = test.merge(point, on=[ID, DS], how="inner")
+            merged = merged[merged[ID].isin(scales.index)]
+            resid = (merged[Y] - merged[MODEL_NAME]) / merged[ID].map(scales)
+            pos = merged.groupby(ID, sort=False).cumcount().to_numpy()
+            parts.append(pd.DataFrame({"step": pos, "r": resid.to_numpy()}))
+        resid = pd.concat(parts, ignore_index=True).dropna()
+        if resid.empty:
+            raise ForecastingError("no series with seasonal variation to calibrate intervals on")
+        table = np.zeros((h, len(cfg.quantiles)))
+        for k, r in resid.groupby("step")["r"]:
+            # "higher": the conservative empirical quantile, as split conformal prescribes
+            table[int(k)] = np.quantile(r.to_numpy(), cfg.quantiles, method="higher")
+        return np.maximum.accumulate(table, axis=1)
+
+    def _check_fitted(self) -> None:
+        if self.fc_ is None or self.residual_quantiles_ is None or self.scales_ is None:
+            raise ForecastingError("forecaster is not fitted")
+
+    def predict(self, h: int | None = None, history: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Forecast ``h`` steps after the end of the training data, or after the end of each
+        series in ``history`` (newer data, same model). Series in ``history`` shorter than
+        ``min_history`` are skipped. Returns unique_id, ds and one column per quantile."""
+        self._check_fitted()
+        assert self.fc_ is not None and self.residual_quantiles_ is not None
+        h = h or self.config.horizon
+        if h > self.residual_quantiles_.shape[0]:
+            raise ValueError(
+                f"h={h} exceeds the calibrated horizon {self.residual_quantiles_.shape[0]}"
+            )
+        if history is None:
+            point = self.fc_.predict(h)
+            scales = self.scales_
+        else:
+            hist = prepare_series(history, self.config.freq)
+            sizes = hist.groupby(ID, sort=False)[ID].transform("size")
+            hist = hist[sizes >= self.min_history].reset_index(drop=True)
+            if hist.empty:
+                return pd.DataFrame(columns=[ID, DS, *self.quantile_columns])
+            point = self.fc_.predict(h, new_df=hist)
+            scales = series_scales(hist, self.config.season_length)
+        point = point.sort_values([ID, DS], ignore_index=True)
+        step = point.groupby(ID, sort=False).cumcount().to_numpy()
+        scale = point[ID].map(scales).to_numpy(dtype=float)
+        values = point[MODEL_NAME].to_numpy()[:, None] + (
+            self.residual_quantiles_[step] * scale[:, None]
+        )
+        values = enforce_quantiles(values, self.config.nonnegative)
+        out = point[[ID, DS]].copy()
+        out[self.quantile_columns] = values
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        self._check_fitted()
+        assert self.fc_ is not None and self.residual_quantiles_ is not None
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.fc_.save(path / "mlforecast")
+        state = {
+            "format_version": _FORMAT_VERSION,
+            "config": self.config.model_dump(mode="json"),
+            "residual_quantiles": self.residual_quantiles_.tolist(),
+            "scales": {str(k): float(v) for k, v in self.scales_.items()},
+            "train_end": None if self.train_end_ is None else self.train_end_.isoformat(),
+        }
+        (path / _STATE_FILE).write_text(json.dumps(state, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> DemandForecaster:
+        path = Path(path)
+        state = json.loads((path / _STATE_FILE).read_text())
+        if state.get("format_version") != _FORMAT_VERSION:
+            raise ForecastingError(f"unsupported forecaster format in {path}")
+        self = cls(ForecastConfig.model_validate(state["config"]))
+        self.fc_ = MLForecast.load(path / "mlforecast")
+        self.residual_quantiles_ = np.asarray(state["residual_quantiles"], dtype=float)
+        self.scales_ = pd.Series(state["scales"], dtype=float)
+        self.train_end_ = pd.Timestamp(state["train_end"]) if state["train_end"] else None
+        return self

@@ -1,0 +1,207 @@
+"""Stage functions: ``train`` (mart -> backtest -> MLflow run/version/alias) and ``publish``
+(champion -> ``serving.forecasts``)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from scaleahead.config import Settings, get_settings
+from scaleahead.forecasting.backtest import run_backtest
+from scaleahead.forecasting.config import ForecastConfig, ForecastingError, load_config
+from scaleahead.forecasting.model import DS, ID, DemandForecaster, Y, prepare_series
+from scaleahead.forecasting.registry import load_champion, log_and_register
+from scaleahead.warehouse import connect, read_sql
+from scaleahead.warehouse.connection import WarehouseError
+
+MART = "marts.service_demand_5m"
+_SERVING_COLUMNS = (
+    "batch_id, service, metric, ds, step, p50, p90, p95, model_name, model_version, created_at"
+)
+
+
+@dataclass
+class TrainReport:
+    model_name: str
+    version: str
+    run_id: str
+    alias: str
+    promoted: bool
+    reason: str
+    n_series: int
+    n_rows: int
+    metrics: dict[str, float]
+    train_s: float  # wall time of the whole stage: read, backtest, final fit, logging
+    fit_s: float
+    backtest_s: float
+    data_hash: str
+    data_start: str
+    data_end: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PublishReport:
+    batch_id: str
+    model_name: str
+    model_version: str
+    services: int
+    rows: int
+    horizon: int
+    first_ds: str
+    last_ds: str
+    source: str = "registry"  # where the champion came from: "registry" | "last_good"
+    skipped_services: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_demand(settings: Settings, config: ForecastConfig) -> pd.DataFrame:
+    """The mart's demand as a long (unique_id, ds, y) frame, limited to the recent window."""
+    where = "demand IS NOT NULL"
+    if config.max_history_days:
+        where += (
+            f" AND ds > (SELECT max(ds) FROM {MART}) - to_milliseconds("
+            f"{int(config.max_history_days * 86_400_000)})"
+        )
+    query = f"SELECT service AS {ID}, ds AS {DS}, demand AS {Y} FROM {MART} WHERE {where}"
+    try:
+        df = read_sql(query + f" ORDER BY {ID}, {DS}", path=settings.warehouse_path)
+    except WarehouseError as exc:
+        raise ForecastingError(f"no data: {exc}") from exc
+    except duckdb.CatalogException as exc:
+        raise ForecastingError(f"no data: {MART} does not exist (run the dbt build first)") from exc
+    if df.empty:
+        raise ForecastingError(f"no data: {MART} has no demand rows")
+    return prepare_series(df, config.freq)
+
+
+def data_fingerprint(df: pd.DataFrame) -> str:
+    """Content hash of the training frame: same data -> same hash, whatever the row order."""
+    ordered = df.sort_values([ID, DS], ignore_index=True)[[ID, DS, Y]]
+    row_hashes = pd.util.hash_pandas_object(ordered, index=False).to_numpy()
+    return hashlib.sha256(row_hashes.tobytes()).hexdigest()
+
+
+def train(settings: Settings | None = None) -> TrainReport:
+    settings = settings or get_settings()
+    started = time.perf_counter()
+    config = load_config(settings=settings)
+    df = load_demand(settings, config)
+    digest = data_fingerprint(df)
+    data_end = df[DS].max()
+    data_info = {
+        "hash": digest,
+        "snapshot_id": f"{data_end:%Y%m%dT%H%M}-{digest[:12]}",
+        "start": str(df[DS].min()),
+        "end": str(data_end),
+        "n_series": int(df[ID].nunique()),
+        "n_rows": len(df),
+        "source": MART,
+    }
+
+    backtest = run_backtest(df, config)
+    t0 = time.perf_counter()
+    forecaster = DemandForecaster(config).fit(df)
+    fit_s = time.perf_counter() - t0
+    metrics = backtest.summary() | {
+        "backtest_s": backtest.duration_s,
+        "fit_s": fit_s,
+        "n_series_trained": float(len(forecaster.series_)),
+    }
+    reg = log_and_register(forecaster, metrics, data_info, settings=settings)
+    return TrainReport(
+        model_name=reg.model_name,
+        version=reg.version,
+        run_id=reg.run_id,
+        alias=reg.alias,
+        promoted=reg.promoted,
+        reason=reg.reason,
+        n_series=len(forecaster.series_),
+        n_rows=len(df),
+        metrics={k: round(float(v), 6) for k, v in metrics.items()},
+        train_s=round(time.perf_counter() - started, 3),
+        fit_s=round(fit_s, 3),
+        backtest_s=round(backtest.duration_s, 3),
+        data_hash=digest,
+        data_start=data_info["start"],
+        data_end=data_info["end"],
+    )
+
+
+def _naive_utc(ts: datetime | None) -> datetime:
+    ts = ts or datetime.now(UTC)
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(UTC).replace(tzinfo=None)
+    return ts
+
+
+def batch_id_for(model_name: str, version: str, data_end: pd.Timestamp) -> str:
+    """One batch per (model version, data end): the idempotency key of ``publish``."""
+    return f"{model_name}-v{version}-{data_end:%Y%m%dT%H%M}"
+
+
+def publish(settings: Settings | None = None, created_at: datetime | None = None) -> PublishReport:
+    settings = settings or get_settings()
+    champion = load_champion(settings)
+    config = champion.forecaster.config
+    history = load_demand(settings, config)
+    horizon = config.horizon
+    fc = champion.predict(history, horizon)
+    if fc.empty:
+        raise ForecastingError(
+            f"no series in {MART} has the {champion.forecaster.min_history} rows needed"
+        )
+    data_end = history[DS].max()
+    batch_id = batch_id_for(champion.model_name, champion.version, data_end)
+    rows = pd.DataFrame(
+        {
+            "batch_id": batch_id,
+            "service": fc[ID].astype(str),
+            "metric": settings.demand_metric,
+            "ds": fc[DS],
+            "step": fc.groupby(ID, sort=False).cumcount().astype("int32") + 1,
+            "p50": fc["p50"],
+            "p90": fc["p90"],
+            "p95": fc["p95"],
+            "model_name": champion.model_name,
+            "model_version": champion.version,
+            "created_at": pd.Timestamp(_naive_utc(created_at)),
+        }
+    )
+    with connect(path=settings.warehouse_path) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DELETE FROM serving.forecasts WHERE batch_id = ?", [batch_id])
+            con.register("forecast_rows", rows)
+            con.execute(
+                f"INSERT INTO serving.forecasts ({_SERVING_COLUMNS}) "
+                f"SELECT {_SERVING_COLUMNS} FROM forecast_rows"
+            )
+            con.unregister("forecast_rows")
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    skipped = sorted(set(history[ID].unique()) - set(fc[ID].unique()))
+    return PublishReport(
+        batch_id=batch_id,
+        model_name=champion.model_name,
+        model_version=champion.version,
+        services=int(fc[ID].nunique()),
+        rows=len(rows),
+        horizon=horizon,
+        first_ds=str(fc[DS].min()),
+        last_ds=str(fc[DS].max()),
+        source=champion.source,
+        skipped_services=[str(s) for s in skipped],
+    )

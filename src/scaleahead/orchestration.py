@@ -1,0 +1,38 @@
+"""Airflow glue shared by the DAG files: Assets that chain the pipelines and default task args.
+
+Kept in the package so DAG files stay thin and the Asset names have one definition.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Asset
+
+RAW_TELEMETRY = Asset(name="raw_telemetry", uri="scaleahead://warehouse/raw/telemetry")
+DEMAND_MART = Asset(name="service_demand_5m", uri="scaleahead://warehouse/marts/service_demand_5m")
+CHAMPION_MODEL = Asset(name="demand_model_champion", uri="scaleahead://mlflow/demand/champion")
+FORECASTS = Asset(name="forecasts", uri="scaleahead://warehouse/serving/forecasts")
+
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "scaleahead",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(minutes=30),
+}
+
+
+def interval(context: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
+    """The run's data interval; asset-triggered runs have none and fall back to run_after."""
+    start = context.get("data_interval_start")
+    end = context.get("data_interval_end")
+    if end is None:
+        dag_run = context.get("dag_run")
+        end = getattr(dag_run, "run_after", None) or context.get("logical_date")
+    return start, end

@@ -1,0 +1,84 @@
+"""DDL for the tables the Python side of the platform owns.
+
+dbt owns ``staging``, ``intermediate`` and ``marts``; everything here is written by ingest,
+the quality gate and the forecast publisher, and documented for analysts in ``warehouse/README.md``.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+DDL: tuple[str, ...] = (
+    "CREATE SCHEMA IF NOT EXISTS raw",
+    "CREATE SCHEMA IF NOT EXISTS serving",
+    "CREATE SCHEMA IF NOT EXISTS quality",
+    """
+    CREATE TABLE IF NOT EXISTS raw.telemetry (
+        service VARCHAR NOT NULL,
+        metric VARCHAR NOT NULL,
+        ts TIMESTAMP NOT NULL,          -- UTC, no zone
+        value DOUBLE NOT NULL,
+        labels VARCHAR NOT NULL DEFAULT '{}',   -- JSON object, keys sorted
+        batch_id VARCHAR NOT NULL,
+        ingested_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS raw.ingest_batches (
+        batch_id VARCHAR PRIMARY KEY,
+        source VARCHAR NOT NULL,        -- e.g. 'landing'
+        path VARCHAR,                   -- relative to the landing folder
+        content_hash VARCHAR,           -- sha256 of the file bytes
+        status VARCHAR NOT NULL,        -- 'loaded' | 'file_quarantined'
+        rows_read BIGINT NOT NULL,
+        rows_loaded BIGINT NOT NULL,
+        rows_quarantined BIGINT NOT NULL,
+        rows_duplicate BIGINT NOT NULL,
+        error VARCHAR,
+        started_at TIMESTAMP NOT NULL,
+        finished_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS raw.quarantine (
+        batch_id VARCHAR NOT NULL,
+        path VARCHAR,
+        row_number BIGINT,              -- 1-based data row in the file; NULL for a whole file
+        record VARCHAR,                 -- the offending row as text
+        reason VARCHAR NOT NULL,
+        quarantined_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS serving.forecasts (
+        batch_id VARCHAR NOT NULL,
+        service VARCHAR NOT NULL,
+        metric VARCHAR NOT NULL,
+        ds TIMESTAMP NOT NULL,
+        step INTEGER NOT NULL,          -- 1..horizon
+        p50 DOUBLE NOT NULL,
+        p90 DOUBLE NOT NULL,
+        p95 DOUBLE NOT NULL,
+        model_name VARCHAR NOT NULL,
+        model_version VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS quality.quality_results (
+        run_id VARCHAR NOT NULL,
+        suite VARCHAR NOT NULL,
+        expectation VARCHAR NOT NULL,
+        column_name VARCHAR,
+        success BOOLEAN NOT NULL,
+        observed_value VARCHAR,
+        severity VARCHAR NOT NULL,      -- 'error' | 'warn'
+        checked_at TIMESTAMP NOT NULL
+    )
+    """,
+)
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    for statement in DDL:
+        con.execute(statement)

@@ -1,0 +1,53 @@
+"""DagBag integrity: the DAG files import cleanly and follow the project's conventions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+
+from scaleahead.airflow_runner import PIPELINE_DAGS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> DagBag:
+    return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def test_no_import_errors(dagbag: DagBag) -> None:
+    assert dagbag.import_errors == {}
+
+
+def test_pipeline_dags_present(dagbag: DagBag) -> None:
+    assert set(PIPELINE_DAGS) <= set(dagbag.dag_ids)
+
+
+@pytest.mark.parametrize("dag_id", PIPELINE_DAGS)
+def test_dag_conventions(dagbag: DagBag, dag_id: str) -> None:
+    dag = dagbag.dags[dag_id]
+    assert "scaleahead" in dag.tags
+    assert dag.catchup is False
+    assert dag.doc_md and dag.doc_md.strip()
+    assert dag.max_active_runs == 1
+    for task in dag.tasks:
+        assert task.retries >= 0
+        assert task.execution_timeout is not None
+
+
+def test_assets_chain_the_pipelines(dagbag: DagBag) -> None:
+    ingest = dagbag.dags["telemetry_ingest"]
+    transform = dagbag.dags["warehouse_transform"]
+    publish = dagbag.dags["forecast_publish"]
+    outlets = {a.name for t in ingest.tasks for a in t.outlets}
+    assert "raw_telemetry" in outlets
+    assert "raw_telemetry" in {a.name for a in transform.timetable.asset_condition.objects}
+    assert {a.name for t in transform.tasks for a in t.outlets} == {"service_demand_5m"}
+    assert {a.name for t in publish.tasks for a in t.outlets} == {"forecasts"}
+
+
+def test_ingest_retries(dagbag: DagBag) -> None:
+    task = dagbag.dags["telemetry_ingest"].get_task("ingest_landing")
+    assert task.retries == 2
