@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the tests and demo need. Idempotent: installs only what is missing.
 set -euo pipefail
+# Packages tests need; extra names may be passed as arguments.
+PACKAGES=(
+)
 needed=()
-# (later issues add prometheus, prometheus-alertmanager, chromium, ...)
-for pkg in "$@"; do
+for pkg in "${PACKAGES[@]}" "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || needed+=("$pkg")
 done
 if [ ${#needed[@]} -gt 0 ]; then

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
 import platform
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,22 +16,26 @@ from scaleahead.config import Settings, get_settings
 Figures = dict[str, Any]
 
 
-def _pipeline(settings: Settings) -> Figures:
-    from scaleahead.bench.pipeline import run
+def _discover() -> dict[str, Callable[[Settings], Figures]]:
+    """Every module ``scaleahead.bench.<area>`` with a ``run(settings) -> figures`` is an area."""
+    import scaleahead.bench as package
 
-    return run(settings)
+    areas: dict[str, Callable[[Settings], Figures]] = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name.startswith("_") or info.name == "runner":
+            continue
+        areas[info.name] = _lazy(info.name)
+    return areas
 
 
-def _ingest(settings: Settings) -> Figures:
-    from scaleahead.bench.ingest import run
+def _lazy(area: str) -> Callable[[Settings], Figures]:
+    def run(settings: Settings) -> Figures:
+        return importlib.import_module(f"scaleahead.bench.{area}").run(settings)
 
-    return run(settings)
+    return run
 
 
-AREAS: dict[str, Callable[[Settings], Figures]] = {
-    "ingest": _ingest,
-    "pipeline": _pipeline,
-}
+AREAS: dict[str, Callable[[Settings], Figures]] = _discover()
 
 
 def scratch_root(settings: Settings) -> str:

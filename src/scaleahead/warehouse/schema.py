@@ -65,6 +65,23 @@ DDL: tuple[str, ...] = (
     )
     """,
     """
+    CREATE TABLE IF NOT EXISTS serving.alerts (
+        alert_id VARCHAR NOT NULL,      -- stable per (service, metric, kind, starts_at)
+        service VARCHAR NOT NULL,
+        metric VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,          -- e.g. 'level_shift', 'spike', 'forecast_residual'
+        severity VARCHAR NOT NULL,      -- 'critical' | 'warning' | 'info'
+        status VARCHAR NOT NULL,        -- 'firing' | 'resolved'
+        starts_at TIMESTAMP NOT NULL,
+        ends_at TIMESTAMP,              -- NULL while firing
+        observed DOUBLE,
+        expected DOUBLE,
+        score DOUBLE,                   -- anomaly score in [0, 1]
+        reason VARCHAR NOT NULL,        -- short human-readable reason
+        updated_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
     CREATE TABLE IF NOT EXISTS quality.quality_results (
         run_id VARCHAR NOT NULL,
         suite VARCHAR NOT NULL,
