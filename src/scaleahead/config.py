@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # default to a place inside it, so one variable moves a whole installation (tests do so).
     warehouse_dir: Path = Path("warehouse")
     landing_dir: Path | None = None
+    # Service catalog CSVs (service, tier, capacity_per_replica, min_replicas, max_replicas).
+    catalog_dir: Path | None = None
     warehouse_path: Path | None = None
     dbt_project_dir: Path = Path("dbt")
     dags_dir: Path = Path("dags")
@@ -65,6 +67,7 @@ class Settings(BaseSettings):
                 setattr(self, name, (self.home / value).resolve())
         inside_warehouse = {
             "landing_dir": "landing",
+            "catalog_dir": "catalog",
             "warehouse_path": "scaleahead.duckdb",
             "mlflow_dir": "mlflow",
             "airflow_home": "airflow",

@@ -50,6 +50,17 @@ DDL: tuple[str, ...] = (
     )
     """,
     """
+    CREATE TABLE IF NOT EXISTS raw.service_catalog (
+        service VARCHAR NOT NULL,
+        tier VARCHAR,
+        capacity_per_replica DOUBLE,    -- demand units (req/s) one replica serves at 100%
+        min_replicas INTEGER,
+        max_replicas INTEGER,
+        source_file VARCHAR,
+        updated_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
     CREATE TABLE IF NOT EXISTS serving.forecasts (
         batch_id VARCHAR NOT NULL,
         service VARCHAR NOT NULL,
