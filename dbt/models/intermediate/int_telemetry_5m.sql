@@ -1,70 +1,46 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['service', 'metric', 'ds'],
+        incremental_predicates=scaleahead.window_predicates('ds'),
+    )
+}}
+
 {%- set bucket_minutes = 5 -%}
+
+{#-
+    The 1-minute grid is gap-free per series, so its 5-minute buckets are too: each bucket's
+    value is the mean of its samples (sample-weighted mean of the minute means), NULL when no
+    minute had one. The window is aligned to 5 minutes, so only whole buckets are rebuilt.
+-#}
 
 with
 
-telemetry as (
-
-    select service, metric, ts, value from {{ ref('stg_raw__telemetry') }}
-
-),
-
-bucketed as (
+minutes as (
 
     select
         service,
         metric,
-        {{ scaleahead.time_bucket('ts', bucket_minutes) }} as ds,
-        value
-    from telemetry
-
-),
-
-aggregated as (
-
-    select
-        service,
-        metric,
-        ds,
-        avg(value) as value,
-        count(*) as samples
-    from bucketed
-    group by service, metric, ds
-
-),
-
-series_bounds as (
-
-    select
-        service,
-        metric,
-        min(ds) as first_ds,
-        max(ds) as last_ds
-    from aggregated
-    group by service, metric
-
-),
-
-grid as (
-
-    {{ scaleahead.time_grid('series_bounds', ['service', 'metric'], 'first_ds', 'last_ds', bucket_minutes) }}
+        {{ scaleahead.time_bucket('ds', bucket_minutes) }} as ds,
+        value,
+        samples
+    from {{ ref('int_telemetry_1m') }}
+    where {{ scaleahead.in_window('ds') }}
 
 ),
 
 final as (
 
-    -- Missing buckets stay visible as explicit gaps instead of silently disappearing.
     select
-        grid.service,
-        grid.metric,
-        grid.ds,
-        aggregated.value,
-        cast(coalesce(aggregated.samples, 0) as {{ dbt.type_bigint() }}) as samples,
-        aggregated.ds is null as is_gap
-    from grid
-    left join aggregated
-        on grid.service = aggregated.service
-        and grid.metric = aggregated.metric
-        and grid.ds = aggregated.ds
+        service,
+        metric,
+        ds,
+        sum(value * samples) / nullif(sum(samples), 0) as value,
+        cast(sum(samples) as {{ dbt.type_bigint() }}) as samples,
+        sum(samples) = 0 as is_gap
+    from minutes
+    group by service, metric, ds
 
 )
 

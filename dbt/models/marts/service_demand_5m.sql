@@ -1,3 +1,12 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['service', 'ds'],
+        incremental_predicates=scaleahead.window_predicates('ds'),
+    )
+}}
+
 {%- set bucket_minutes = 5 -%}
 {%- set metrics = ['request_rate', 'cpu_cores', 'latency_ms'] -%}
 
@@ -8,6 +17,7 @@ series as (
     select service, metric, ds, value, samples
     from {{ ref('int_telemetry_5m') }}
     where metric in ('{{ metrics | join("', '") }}')
+        and {{ scaleahead.in_window('ds') }}
 
 ),
 
@@ -60,15 +70,33 @@ joined as (
 
 ),
 
+carried as (
+
+    -- The demand carried into the increment: the filled value of the bucket just before the
+    -- window (the mart is gap-free per service, so that bucket exists once a service has
+    -- started). Without a window nothing is carried.
+    {% if scaleahead.window_active() -%}
+    select service, demand as carried_demand
+    from {{ this }}
+    where ds = {{ dbt.dateadd('minute', -bucket_minutes, scaleahead.window_start()) }}
+    {%- else -%}
+    select service, cast(null as {{ dbt.type_float() }}) as carried_demand
+    from service_bounds
+    where 1 = 0
+    {%- endif %}
+
+),
+
 filled as (
 
     -- Forward fill without IGNORE NULLS (not portable): every observed value opens a new
-    -- group, and the group's only non-NULL value is the last observation.
+    -- group, and the group's only non-NULL value is the last observation. Group 0 (before the
+    -- window's first observation) takes the carried value.
     select
-        *,
-        count(request_rate) over (
-            partition by service
-            order by ds
+        joined.*,
+        count(joined.request_rate) over (
+            partition by joined.service
+            order by joined.ds
             rows between unbounded preceding and current row
         ) as fill_group
     from joined
@@ -78,15 +106,20 @@ filled as (
 final as (
 
     select
-        service,
-        ds,
-        request_rate,
-        cpu_cores,
-        latency_ms,
-        samples,
-        is_gap,
-        max(request_rate) over (partition by service, fill_group) as demand
+        filled.service,
+        filled.ds,
+        filled.request_rate,
+        filled.cpu_cores,
+        filled.latency_ms,
+        filled.samples,
+        filled.is_gap,
+        coalesce(
+            max(filled.request_rate) over (partition by filled.service, filled.fill_group),
+            carried.carried_demand
+        ) as demand
     from filled
+    left join carried
+        on filled.service = carried.service
 
 )
 

@@ -91,17 +91,21 @@ def build_args(
 
 
 @contextmanager
-def _warehouse_env(path: Path) -> Iterator[None]:
-    """Point profiles.yml at the warehouse file for the duration of one build."""
-    previous = os.environ.get(WAREHOUSE_ENV)
-    os.environ[WAREHOUSE_ENV] = str(path)
+def _warehouse_env(settings: Settings) -> Iterator[None]:
+    """Point profiles.yml at the settings' DuckLake for the duration of one build."""
+    from scaleahead.warehouse.lake import dbt_env, lake_for
+
+    values = {WAREHOUSE_ENV: str(settings.warehouse_path), **dbt_env(lake_for(settings))}
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(WAREHOUSE_ENV, None)
-        else:
-            os.environ[WAREHOUSE_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _release_duckdb() -> None:
@@ -120,6 +124,20 @@ def _release_duckdb() -> None:
         if env is not None:
             env.close()
         DuckDBConnectionManager._ENV = None
+
+
+def plan_vars(con: Any, dbt_vars: dict | None) -> dict | None:
+    """dbt vars with ``start``/``end`` set to the increment to build (none on a first build)."""
+    from scaleahead.warehouse.increments import parse_ts, plan_window, window_vars
+
+    dbt_vars = dict(dbt_vars or {})
+    requested = None
+    if dbt_vars.get("start") is not None and dbt_vars.get("end") is not None:
+        requested = (parse_ts(dbt_vars["start"]), parse_ts(dbt_vars["end"]))
+    dbt_vars.pop("start", None)
+    dbt_vars.pop("end", None)
+    dbt_vars.update(window_vars(plan_window(con, requested)))
+    return dbt_vars or None
 
 
 def _status(result: Any) -> str:
@@ -196,12 +214,14 @@ def build(
     settings = settings or get_settings()
     # The raw tables are dbt sources: create them (empty) if ingest has not run yet, and
     # release the file before dbt opens it.
-    with connect(path=settings.warehouse_path):
-        pass
+    # Incremental models rebuild [start, end): the requested interval widened to every row
+    # ingested since the last build (scaleahead.warehouse.increments).
+    with connect(path=settings.warehouse_path) as con:
+        dbt_vars = plan_vars(con, dbt_vars)
     args = build_args(settings, dbt_vars=dbt_vars, select=select)
 
     started = time.perf_counter()
-    with _warehouse_env(settings.warehouse_path):
+    with _warehouse_env(settings):
         try:
             # A fresh runner per build: a reused one would keep a stale manifest.
             outcome = dbtRunner().invoke(args)

@@ -1,5 +1,5 @@
-"""Warehouse adapter: connections, the raw/serving/quality DDL and read-only SQL."""
+"""Warehouse adapter: DuckLake sessions, the raw/serving/quality DDL and read-only SQL."""
 
-from scaleahead.warehouse.connection import connect, read_sql
+from scaleahead.warehouse.connection import connect, current_snapshot_id, read_sql
 
-__all__ = ["connect", "read_sql"]
+__all__ = ["connect", "current_snapshot_id", "read_sql"]

@@ -1,7 +1,10 @@
 """DDL for the tables the Python side of the platform owns.
 
-dbt owns ``staging``, ``intermediate`` and ``marts``; everything here is written by ingest,
-the quality gate and the forecast publisher, and documented for analysts in ``warehouse/README.md``.
+The warehouse is a DuckLake (``warehouse/lake.py``): NOT NULL and literal DEFAULTs work, but
+PRIMARY KEY / UNIQUE constraints and indexes are refused, so uniqueness is the writer's job
+(and a dbt/GX test's). dbt owns ``staging``, ``intermediate`` and ``marts``; everything here
+is written by ingest, the quality gate and the forecast publisher, and documented for analysts
+in ``warehouse/README.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ DDL: tuple[str, ...] = (
     """,
     """
     CREATE TABLE IF NOT EXISTS raw.ingest_batches (
-        batch_id VARCHAR PRIMARY KEY,
+        batch_id VARCHAR NOT NULL,      -- unique (DuckLake has no PRIMARY KEY: ingest ensures it)
         source VARCHAR NOT NULL,        -- e.g. 'landing'
         path VARCHAR,                   -- relative to the landing folder
         content_hash VARCHAR,           -- sha256 of the file bytes
@@ -47,6 +50,26 @@ DDL: tuple[str, ...] = (
         record VARCHAR,                 -- the offending row as text
         reason VARCHAR NOT NULL,
         quarantined_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS raw.schema_drift (
+        batch_id VARCHAR NOT NULL,
+        source VARCHAR NOT NULL,
+        path VARCHAR,                   -- batch key: landing path, Prometheus query + range
+        column_name VARCHAR NOT NULL,
+        change VARCHAR NOT NULL,        -- 'new_column' | 'changed_type'
+        detail VARCHAR,                 -- the column's type as read
+        action VARCHAR NOT NULL,        -- 'mapped_to_label' | 'quarantined'
+        detected_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS raw.source_watermarks (
+        source VARCHAR NOT NULL,        -- e.g. 'prometheus'
+        stream VARCHAR NOT NULL,        -- e.g. the query name
+        high_water TIMESTAMP NOT NULL,  -- UTC; the next pull starts at high_water - overlap
+        updated_at TIMESTAMP NOT NULL
     )
     """,
     """
