@@ -1,10 +1,12 @@
 """
 ### Telemetry ingest
 
-Loads new landing-folder files (CSV, NDJSON, Parquet) into `raw.telemetry` every five minutes.
-Every row is accounted for in `raw.ingest_batches`: loaded, quarantined with a reason
-(`raw.quarantine`) or counted as a duplicate. Emits the `raw_telemetry` Asset, which
-triggers the transform pipeline.
+Every five minutes: loads new landing-folder files (CSV, NDJSON, Parquet, NAB-style CSVs) and
+pulls the configured Prometheus queries (`ml/ingest.yaml`) up to the run's data interval end,
+into `raw.telemetry`; reloads the service catalog. Every row is accounted for in
+`raw.ingest_batches`: loaded, quarantined with a reason (`raw.quarantine`) or counted as a
+duplicate. Emits the `raw_telemetry` Asset, which triggers the transform pipeline, only when
+rows landed; a run with nothing new ends with the task skipped (no Asset event).
 """
 
 from airflow.sdk import dag, get_current_context, task
@@ -24,10 +26,19 @@ from scaleahead.orchestration import DEFAULT_ARGS, RAW_TELEMETRY, START_DATE, in
 def telemetry_ingest():
     @task(outlets=[RAW_TELEMETRY])
     def ingest_landing() -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from scaleahead import tasks
 
         _, end = interval(get_current_context())
-        return tasks.ingest(as_of=end)
+        report = tasks.ingest(as_of=end)
+        if not report.get("new_data"):
+            # A skipped task emits no Asset event, so the transform DAG is not triggered.
+            raise AirflowSkipException(
+                f"no new rows ({report.get('files_seen', 0)} batches seen, "
+                f"{report.get('files_skipped', 0)} already loaded)"
+            )
+        return report
 
     ingest_landing()
 

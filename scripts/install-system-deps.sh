@@ -3,6 +3,10 @@
 set -euo pipefail
 # Packages tests need; extra names may be passed as arguments.
 PACKAGES=(
+  prometheus-node-exporter # tests/test_ingest_prometheus.py (+ prometheus): real scrape target
+  prometheus-alertmanager  # tests/test_alerting.py: real Alertmanager v2 API
+  prometheus               # tests/test_api_prometheus.py: scrapes the API, PromQL query
+  wrk                      # scaleahead bench api: HTTP load generator
 )
 needed=()
 for pkg in "${PACKAGES[@]}" "$@"; do

@@ -8,7 +8,6 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -20,6 +19,7 @@ import scaleahead.ingest.loader as loader
 from scaleahead.config import Settings
 from scaleahead.ingest import ingest_landing
 from scaleahead.synth.telemetry import generate
+from scaleahead.warehouse import connect
 
 AS_OF = datetime(2026, 11, 20, tzinfo=UTC)
 HEADER = ["service", "metric", "timestamp", "value", "labels"]
@@ -42,7 +42,7 @@ def write_csv(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> 
 
 
 def query(s: Settings, sql: str, params: list | None = None) -> list[tuple]:
-    with duckdb.connect(str(s.warehouse_path), read_only=True) as con:
+    with connect(read_only=True, path=s.warehouse_path) as con:
         return con.execute(sql, params or []).fetchall()
 
 
@@ -75,11 +75,11 @@ def test_generated_set_loads_all_formats_and_rerun_is_a_no_op(settings: Settings
     assert_balanced(settings)
     json.dumps(report.as_dict())  # JSON-serialisable
 
-    before = query(settings, "SELECT count(*), sum(value) FROM raw.telemetry")
+    before = query(settings, "SELECT count(*), round(sum(value), 6) FROM raw.telemetry")
     again = ingest_landing(settings, as_of=AS_OF)
     assert again.files_skipped == len(gen.files) and again.files_loaded == 0
     assert again.rows_read == 0
-    assert query(settings, "SELECT count(*), sum(value) FROM raw.telemetry") == before
+    assert query(settings, "SELECT count(*), round(sum(value), 6) FROM raw.telemetry") == before
     (n_batches,) = query(settings, "SELECT count(*) FROM raw.ingest_batches")[0]
     assert n_batches == len(gen.files)
 
@@ -344,3 +344,155 @@ def test_property_accounting_and_no_good_row_lost(rows) -> None:
         )  # fmt: skip
         assert {(sv, m, t, _canonical(lb)): v for sv, m, t, lb, v in got} == expected
         assert len(got) == len(expected)
+
+
+# --- NAB-style files, service catalog, schema drift records ---
+
+
+def test_nab_style_csv_mapped_by_glob(tmp_path: Path) -> None:
+    cfg = tmp_path / "ingest.yaml"
+    cfg.write_text(
+        "nab:\n  - glob: 'nab/aws/ec2_cpu_*.csv'\n    service: 'ec2-{stem}'\n"
+        "    metric: cpu_utilization\n"
+    )
+    s = Settings(home=tmp_path, ingest_config=cfg)
+    write_csv(
+        s.landing_dir / "nab/aws/ec2_cpu_a1.csv",
+        [["2014-04-02 14:29:00", "0.066"], ["2014-04-02 14:34:00", "x"]],
+        header=["timestamp", "value"],
+    )
+    write_csv(s.landing_dir / "nab/aws/other.csv", [["2014-04-02 14:29:00", "1"]],
+              header=["timestamp", "value"])  # fmt: skip
+    report = ingest_landing(s, as_of=AS_OF)
+    got = query(s, "SELECT service, metric, ts, value, labels FROM raw.telemetry")
+    assert got == [("ec2-ec2_cpu_a1", "cpu_utilization", datetime(2014, 4, 2, 14, 29), 0.066, "{}")]
+    by_path = {b.path: b for b in report.batches}
+    assert by_path["nab/aws/ec2_cpu_a1.csv"].rows_quarantined == 1
+    assert by_path["nab/aws/other.csv"].status == "file_quarantined"  # no mapping: no service
+
+
+def test_service_catalog_last_write_wins_and_reload_is_idempotent(settings: Settings) -> None:
+    import os
+
+    gen = generate(3, 1, seed=4, settings=settings)
+    assert gen.catalog_file.parent == settings.catalog_dir
+    newer = settings.catalog_dir / "zz-override.csv"
+    newer.write_text(
+        "service,tier,capacity_per_replica,min_replicas,max_replicas\n"
+        f"{gen_first_service(gen)},critical,12.5,3,40\nnew-svc,batch,1,1,2\n"
+    )
+    stamp = gen.catalog_file.stat().st_mtime + 10
+    os.utime(newer, (stamp, stamp))
+    report = ingest_landing(settings, as_of=AS_OF)
+    assert report.catalog_services == 4
+    rows = query(settings, "SELECT * EXCLUDE (updated_at) FROM raw.service_catalog ORDER BY 1")
+    overridden = next(r for r in rows if r[0] == gen_first_service(gen))
+    assert overridden[1:] == ("critical", 12.5, 3, 40, "zz-override.csv")
+    before = query(settings, "SELECT * FROM raw.service_catalog ORDER BY 1")
+    ingest_landing(settings, as_of=AS_OF)
+    assert query(settings, "SELECT * FROM raw.service_catalog ORDER BY 1") == before
+
+
+def gen_first_service(gen) -> str:
+    with (gen.labels_dir / "services.csv").open() as fh:
+        return next(csv.DictReader(fh))["service"]
+
+
+def test_schema_drift_is_recorded_and_never_corrupts_telemetry(settings: Settings) -> None:
+    land = settings.landing_dir
+    # New column -> label; changed type (value as text in a typed file) -> rows quarantined.
+    pq.write_table(
+        pa.table({"service": ["a"], "metric": ["m"], "timestamp": ["2026-11-02T00:00:00Z"],
+                  "value": [1.0], "pod": ["p1"]}),
+        land / "a-newcol.parquet",
+    )  # fmt: skip
+    pq.write_table(
+        pa.table({"service": ["a", "a"], "metric": ["m", "m"],
+                  "timestamp": ["2026-11-02T00:01:00Z", "2026-11-02T00:02:00Z"],
+                  "value": ["1.0", "2.0"]}),
+        land / "b-typechange.parquet",
+    )  # fmt: skip
+    report = ingest_landing(settings, as_of=AS_OF)
+    assert report.rows_loaded == 1 and report.rows_quarantined == 2
+    drift = query(
+        settings,
+        "SELECT path, column_name, change, action FROM raw.schema_drift ORDER BY path",
+    )
+    assert drift == [
+        ("a-newcol.parquet", "pod", "new_column", "mapped_to_label"),
+        ("b-typechange.parquet", "value", "changed_type", "quarantined"),
+    ]
+    assert query(settings, "SELECT labels FROM raw.telemetry") == [('{"pod":"p1"}',)]
+    reasons = query(settings, "SELECT reason, count(*) FROM raw.quarantine GROUP BY 1")
+    assert reasons == [("type_changed", 2)]
+    assert_balanced(settings)
+
+
+# --- property: malformed *files* (truncated, garbage, mixed) never lose a good file's rows ---
+
+
+@hsettings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    data=st.lists(
+        st.tuples(
+            st.sampled_from(["csv", "ndjson", "parquet"]),
+            st.sampled_from(["good", "truncate", "garbage", "bad_lines"]),
+            st.lists(_good_row, min_size=1, max_size=15),
+            st.integers(0, 10_000),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_property_malformed_files(data) -> None:
+    expected: dict[tuple, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Settings(home=Path(tmp))
+        s.landing_dir.mkdir(parents=True)
+        n_good_files = 0
+        for i, (fmt, damage, file_rows, cut) in enumerate(data):
+            # Keys are disjoint between files, so a damaged file cannot shadow a good one.
+            rows = [(f"{r[0].strip()}-{i}", *r[1:]) for r in file_rows]
+            path = s.landing_dir / f"f{i}.{fmt}"
+            if fmt == "csv":
+                write_csv(path, [list(r) for r in rows])
+            elif fmt == "ndjson":
+                path.write_text("".join(json.dumps(dict(zip(HEADER, r, strict=True))) + "\n"
+                                        for r in rows))  # fmt: skip
+            else:
+                cols = {k: [r[j] for r in rows] for j, k in enumerate(HEADER)}
+                cols["value"] = [float(v) for v in cols["value"]]
+                pq.write_table(pa.table(cols), path)
+            raw = path.read_bytes()
+            if damage == "truncate":
+                path.write_bytes(raw[: cut % max(len(raw), 1)])
+            elif damage == "garbage":
+                path.write_bytes(bytes((cut + k) % 256 for k in range(200)) + raw)
+            elif damage == "bad_lines" and fmt != "parquet":
+                path.write_bytes(raw + b"{not,a,record\n")  # quarantined as one row
+            if damage in ("good", "bad_lines"):
+                n_good_files += 1
+                for service, metric, ts, value, labels in rows:
+                    key = (service.strip(), metric, ts, _canonical(labels))
+                    expected[key] = float(value)
+        report = ingest_landing(s, as_of=AS_OF)
+        assert all(b.balanced for b in report.batches)
+        assert report.files_loaded + report.files_quarantined == len(data)
+        assert_balanced(s)
+        got = query(
+            s, "SELECT service, metric, strftime(ts, '%Y-%m-%dT%H:%M:%SZ'), labels, "
+            "arg_max(value, ingested_at) FROM raw.telemetry GROUP BY ALL"
+        )  # fmt: skip
+        stored = {(sv, m, t, _canonical(lb)): v for sv, m, t, lb, v in got}
+        # Every row of every intact file is stored with its latest value.
+        for key, value in expected.items():
+            assert stored.get(key) == value, key
+        (n_quarantine_files,) = query(
+            s,
+            "SELECT count(DISTINCT path) FROM raw.ingest_batches WHERE status = 'file_quarantined'",
+        )[0]
+        assert n_quarantine_files <= len(data) - n_good_files

@@ -1,11 +1,22 @@
 """Ingest benchmark: the loader (validation, quarantine, dedupe, accounting) versus a bare
-DuckDB load of the same file, per format, measured in the same run."""
+DuckDB load of the same file into a plain DuckDB table, per format, in the same run.
+
+Sizes: ``SCALEAHEAD_BENCH_INGEST_ROWS`` (comma-separated, default ``1000000,10000000``).
+Every load runs in its own child process, so ``peak_rss_mb`` is the loader's own peak RSS
+(``ru_maxrss`` of that process), not the benchmark driver's. Headline figures
+(``parquet_rows_per_s`` ...) are for the largest size; ``*_<n>m`` figures give each size;
+``scale_ratio_10m_vs_1m`` = loader seconds per row at the largest size / at the smallest
+(1.0 = linear), summed over the three formats.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -17,6 +28,12 @@ from scaleahead.bench.runner import scratch_root as _scratch_root
 from scaleahead.config import Settings
 
 AS_OF = datetime(2026, 12, 1, tzinfo=UTC)
+
+FORMATS = {
+    "parquet": ("(FORMAT parquet)", "read_parquet('{p}')"),
+    "csv": ("(FORMAT csv, HEADER)", "read_csv('{p}', header=true)"),
+    "ndjson": ("(FORMAT json)", "read_json('{p}', format='newline_delimited')"),
+}
 
 
 def _write_source(con: duckdb.DuckDBPyConnection, rows: int, path: Path, fmt: str) -> None:
@@ -36,24 +53,19 @@ def _write_source(con: duckdb.DuckDBPyConnection, rows: int, path: Path, fmt: st
     )
 
 
-FORMATS = {
-    "parquet": ("(FORMAT parquet)", "read_parquet('{p}')"),
-    "csv": ("(FORMAT csv, HEADER)", "read_csv('{p}', header=true)"),
-    "ndjson": ("(FORMAT json)", "read_json('{p}', format='newline_delimited')"),
-}
-
-
-def _bare_load(path: Path, reader: str, db: Path) -> float:
+def _child_bare(path: Path, fmt: str, scratch: Path) -> dict:
+    db = scratch / "bare.duckdb"
     con = duckdb.connect(str(db))
     started = time.perf_counter()
-    con.execute(f"CREATE TABLE t AS SELECT * FROM {reader.format(p=path)}")
+    con.execute(f"CREATE TABLE t AS SELECT * FROM {FORMATS[fmt][1].format(p=path)}")
     elapsed = time.perf_counter() - started
+    (rows,) = con.execute("SELECT count(*) FROM t").fetchone()
     con.close()
     db.unlink()
-    return elapsed
+    return {"seconds": elapsed, "rows": rows}
 
 
-def _loader(path: Path, scratch: Path, home: Path) -> float:
+def _child_loader(path: Path, fmt: str, scratch: Path, home: Path) -> dict:
     from scaleahead.ingest.loader import ingest_landing
 
     settings = Settings(home=home, warehouse_dir=scratch / "wh")
@@ -64,26 +76,91 @@ def _loader(path: Path, scratch: Path, home: Path) -> float:
     elapsed = time.perf_counter() - started
     if report.rows_read != report.rows_loaded + report.rows_quarantined + report.rows_duplicate:
         raise RuntimeError("accounting invariant broken in benchmark run")
-    shutil.rmtree(scratch / "wh")
-    return elapsed
+    return {"seconds": elapsed, "rows": report.rows_loaded}
 
 
-def run(settings: Settings) -> dict[str, float]:
-    rows = int(os.environ.get("SCALEAHEAD_BENCH_INGEST_ROWS", "1000000"))
+def _in_child(mode: str, path: Path, fmt: str, scratch: Path, home: Path) -> dict:
+    """Run one load in a fresh interpreter; returns its seconds, rows and own peak RSS."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scaleahead.bench.ingest",
+            mode,
+            str(path),
+            fmt,
+            str(scratch),
+            str(home),
+        ],  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    shutil.rmtree(scratch / "wh", ignore_errors=True)
+    return result
+
+
+def _sizes() -> list[int]:
+    raw = os.environ.get("SCALEAHEAD_BENCH_INGEST_ROWS", "1000000,10000000")
+    return sorted({int(x) for x in raw.split(",") if x.strip()})
+
+
+def _label(rows: int) -> str:
+    return f"{rows / 1e6:g}m".replace(".", "_")
+
+
+def run(settings: Settings) -> dict[str, float | int | str]:
+    sizes = _sizes()
     scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir=_scratch_root(settings)))
-    figures: dict[str, float] = {"rows": rows}
+    figures: dict[str, float | int | str] = {"rows": sizes[-1], "sizes": ",".join(map(str, sizes))}
+    loader_s: dict[int, float] = {}
     try:
         gen = duckdb.connect()
-        for name, (copy_fmt, reader) in FORMATS.items():
-            source = scratch / f"telemetry-{name}.{name}"
-            _write_source(gen, rows, source, copy_fmt)
-            bare = _bare_load(source, reader, scratch / "bare.duckdb")
-            loaded = _loader(source, scratch, settings.home)
-            figures[f"{name}_rows_per_s"] = round(rows / loaded)
-            figures[f"{name}_bare_rows_per_s"] = round(rows / bare)
-            figures[f"{name}_ratio_to_duckdb"] = round(bare / loaded, 3)
+        for rows in sizes:
+            tag = _label(rows)
+            loader_s[rows] = 0.0
+            for fmt, (copy_fmt, _) in FORMATS.items():
+                source = scratch / f"telemetry-{tag}.{fmt}"
+                _write_source(gen, rows, source, copy_fmt)
+                bare = _in_child("bare", source, fmt, scratch, settings.home)
+                loaded = _in_child("loader", source, fmt, scratch, settings.home)
+                source.unlink()
+                if loaded["rows"] != rows or bare["rows"] != rows:
+                    raise RuntimeError(f"{fmt} at {rows}: loaded {loaded['rows']} rows")
+                loader_s[rows] += loaded["seconds"]
+                figures[f"{fmt}_rows_per_s_{tag}"] = round(rows / loaded["seconds"])
+                figures[f"{fmt}_bare_rows_per_s_{tag}"] = round(rows / bare["seconds"])
+                figures[f"{fmt}_ratio_to_duckdb_{tag}"] = round(
+                    bare["seconds"] / loaded["seconds"], 3
+                )
+                figures[f"{fmt}_peak_rss_mb_{tag}"] = loaded["peak_rss_mb"]
+                figures[f"{fmt}_bare_peak_rss_mb_{tag}"] = bare["peak_rss_mb"]
+        top = _label(sizes[-1])
+        for fmt in FORMATS:
+            for name in ("rows_per_s", "bare_rows_per_s", "ratio_to_duckdb"):
+                figures[f"{fmt}_{name}"] = figures[f"{fmt}_{name}_{top}"]
         figures["duckdb_baseline_rows_per_s"] = figures["parquet_bare_rows_per_s"]
-        figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        figures["peak_rss_mb"] = max(figures[f"{fmt}_peak_rss_mb_{top}"] for fmt in FORMATS)
+        lo, hi = sizes[0], sizes[-1]
+        if hi > lo:
+            figures[f"scale_ratio_{_label(hi)}_vs_{_label(lo)}"] = round(
+                (loader_s[hi] / hi) / (loader_s[lo] / lo), 3
+            )
         return figures
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _main(argv: list[str]) -> None:
+    mode, path, fmt, scratch, home = argv
+    if mode == "bare":
+        result = _child_bare(Path(path), fmt, Path(scratch))
+    else:
+        result = _child_loader(Path(path), fmt, Path(scratch), Path(home))
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

@@ -22,6 +22,7 @@ class BatchResult:
     rows_duplicate: int = 0
     error: str | None = None
     seconds: float = 0.0
+    source: str = "landing"
 
     @property
     def balanced(self) -> bool:
@@ -45,6 +46,14 @@ class IngestReport:
     rows_duplicate: int = 0
     seconds: float = 0.0
     batches: list[BatchResult] = field(default_factory=list)
+    # source name -> error for sources that failed as a whole (e.g. Prometheus unreachable)
+    source_errors: dict[str, str] = field(default_factory=dict)
+    catalog_services: int = 0
+
+    @property
+    def new_data(self) -> bool:
+        """True when this run loaded at least one row (the ingest Asset is emitted then)."""
+        return self.rows_loaded > 0
 
     def add(self, batch: BatchResult) -> None:
         self.batches.append(batch)
@@ -68,4 +77,5 @@ class IngestReport:
         out = asdict(self)
         out["as_of"] = self.as_of.isoformat()
         out["rows_per_second"] = round(self.rows_per_second, 1)
+        out["new_data"] = self.new_data
         return out

@@ -1,24 +1,26 @@
-"""Landing-folder discovery and format-specific staging into DuckDB temp tables.
+"""The landing-folder source and format-specific staging of a batch for the loader.
 
-Each ``stage_*`` function leaves two temp tables on the connection:
-
-* ``_raw``: one row per parsed record, in file order (``rowid`` is the 0-based ordinal),
-  with the source columns as read;
-* ``_rejects(row_number, record, reason)``: records the parser itself could not split into
-  columns (CSV rows with the wrong column count, NDJSON lines that are not JSON objects).
-
-and returns a :class:`Staged` describing how to reach each source column from ``_raw``.
+Each ``stage_*`` function returns a :class:`Staged`: a FROM-able relation (a native DuckDB
+reader or a temp table) exposing ``_rid`` (the 0-based record ordinal in the file) and the
+source columns, plus how to reach each telemetry column from it. Records the parser itself
+cannot split into columns (ragged CSV rows) go to the temp table ``_rejects(row_number,
+record, reason)``; NDJSON lines that are not JSON objects are flagged by ``malformed_sql``.
 """
 
 from __future__ import annotations
 
 import csv
+import fnmatch
 import hashlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
+
+from scaleahead.ingest.source import Batch
 
 SUFFIXES: dict[str, str] = {
     ".csv": "csv",
@@ -28,7 +30,11 @@ SUFFIXES: dict[str, str] = {
 }
 REQUIRED: tuple[str, ...] = ("service", "metric", "timestamp", "value")
 KNOWN: tuple[str, ...] = (*REQUIRED, "labels")
+NAB_COLUMNS: tuple[str, ...] = ("timestamp", "value")
 _HEADER_PROBE_BYTES = 1 << 16
+_EMPTY_REJECTS = (
+    "CREATE OR REPLACE TEMP TABLE _rejects (row_number BIGINT, record VARCHAR, reason VARCHAR)"
+)
 
 
 class FileRejected(Exception):
@@ -48,14 +54,35 @@ class LandingFile:
 
 @dataclass
 class Staged:
-    """How to read each source column out of ``_raw``: name -> (SQL expression, type)."""
+    """How to read each telemetry column out of ``relation``: name -> (SQL, source type)."""
 
+    relation: str
     columns: dict[str, tuple[str, str]]
-    # SQL giving the 1-based data row of a ``_raw`` row, in terms of ``{rid}`` (its rowid).
-    row_number_sql: str = "{rid} + 1"
-    # SQL over the ``_raw`` row aliased ``r`` giving the record as text for quarantine.
-    record_sql: str = "to_json(r)::VARCHAR"
+    # SQL over the relation giving the 1-based data row / line of a record.
+    row_number_sql: str = "_rid + 1"
+    # SQL over the relation giving the record as text for quarantine.
+    record_sql: str = "NULL"
+    # SQL over the relation: true for records that are not records at all (NDJSON non-objects).
+    malformed_sql: str | None = None
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NabMapping:
+    """NAB-style ``timestamp,value`` files under ``glob`` belong to (service, metric).
+
+    ``{stem}`` in service or metric is replaced by the file name without its suffix.
+    """
+
+    glob: str
+    service: str
+    metric: str
+
+    def resolve(self, rel: str) -> tuple[str, str] | None:
+        if not fnmatch.fnmatch(rel, self.glob):
+            return None
+        stem = Path(rel).stem
+        return self.service.format(stem=stem), self.metric.format(stem=stem)
 
 
 def quote_ident(name: str) -> str:
@@ -88,11 +115,43 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_columns(names: list[str]) -> None:
+class LandingSource:
+    """Files under the landing folder; NAB-style CSVs are mapped by ``nab`` globs."""
+
+    name = "landing"
+
+    def __init__(self, landing_dir: Path, nab: list[NabMapping] | None = None) -> None:
+        self.landing_dir = landing_dir
+        self.nab = nab or []
+
+    def files(self) -> list[LandingFile]:
+        return discover(self.landing_dir)
+
+    def mapping_for(self, rel: str) -> tuple[str, str] | None:
+        for rule in self.nab:
+            hit = rule.resolve(rel)
+            if hit:
+                return hit
+        return None
+
+    def batches(self, con: duckdb.DuckDBPyConnection, as_of: datetime) -> Iterator[Batch]:
+        for file in self.files():
+            yield Batch(
+                source=self.name,
+                key=file.rel,
+                content_hash=sha256_file(file.path),
+                fmt=file.fmt,
+                path=file.path,
+                mapping=self.mapping_for(file.rel),
+            )
+
+
+def _check_columns(names: list[str], mapping: tuple[str, str] | None = None) -> None:
     lowered = [n.strip().lower() for n in names]
     if len(set(lowered)) != len(lowered):
         raise FileRejected("unknown_schema", f"duplicate column names: {names}")
-    missing = [c for c in REQUIRED if c not in lowered]
+    required = NAB_COLUMNS if mapping else REQUIRED
+    missing = [c for c in required if c not in lowered]
     if missing:
         raise FileRejected("unknown_schema", f"missing required columns {missing}; got {names}")
 
@@ -101,6 +160,12 @@ def _canonical(name: str) -> str:
     """Known columns match case-insensitively; extra columns keep their name as label key."""
     low = name.strip().lower()
     return low if low in KNOWN else name.strip()
+
+
+def _apply_mapping(columns: dict[str, tuple[str, str]], mapping: tuple[str, str] | None) -> None:
+    if mapping:
+        columns["service"] = (quote_literal(mapping[0]), "VARCHAR")
+        columns["metric"] = (quote_literal(mapping[1]), "VARCHAR")
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -121,9 +186,9 @@ def _csv_header(path: Path) -> list[str]:
     return first
 
 
-def stage_csv(con: duckdb.DuckDBPyConnection, file: LandingFile) -> Staged:
-    header = _csv_header(file.path)
-    _check_columns(header)
+def stage_csv(con: duckdb.DuckDBPyConnection, batch: Batch) -> Staged:
+    header = _csv_header(batch.path)
+    _check_columns(header, batch.mapping)
     # Columns are declared from the header rather than sniffed: the sniffer rejects whole
     # files over a single ragged row, and we want that row quarantined, not the file.
     columns = "{" + ", ".join(f"{quote_literal(c)}: 'VARCHAR'" for c in header) + "}"
@@ -131,7 +196,7 @@ def stage_csv(con: duckdb.DuckDBPyConnection, file: LandingFile) -> Staged:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _raw AS
-        SELECT * FROM read_csv({quote_literal(str(file.path))}, columns = {columns},
+        SELECT * FROM read_csv({quote_literal(str(batch.path))}, columns = {columns},
             header = true, auto_detect = false, delim = ',', quote = '"', escape = '"',
             store_rejects = true, rejects_table = '_csv_rejects',
             rejects_scan = '_csv_rejects_scan', encoding = 'utf-8')
@@ -153,94 +218,172 @@ def stage_csv(con: duckdb.DuckDBPyConnection, file: LandingFile) -> Staged:
         FROM _rejects
         """
     )
+    cols = {_canonical(c): (quote_ident(c), "VARCHAR") for c in header}
+    _apply_mapping(cols, batch.mapping)
+    record = "concat_ws(',', " + ", ".join(f"COALESCE({quote_ident(c)}, '')" for c in header) + ")"
     return Staged(
-        columns={_canonical(c): (quote_ident(c), "VARCHAR") for c in header},
+        relation="(SELECT rowid AS _rid, * FROM _raw)",
+        columns=cols,
         # Data row of the k-th accepted record = k + 1 + rejected records in front of it.
         row_number_sql=(
-            "{rid} + 1 + (SELECT count(*) FROM _reject_offsets o WHERE o.accepted_before <= {rid})"
+            "_rid + 1 + (SELECT count(*) FROM _reject_offsets o WHERE o.accepted_before <= _rid)"
         ),
+        record_sql=record,
     )
 
 
-def stage_parquet(con: duckdb.DuckDBPyConnection, file: LandingFile) -> Staged:
+def _typed_relation(
+    con: duckdb.DuckDBPyConnection, relation: str, mapping: tuple[str, str] | None
+) -> Staged:
+    described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+    names = [row[0] for row in described if row[0] != "_rid"]
+    _check_columns(names, mapping)
+    con.execute(_EMPTY_REJECTS)
+    cols = {_canonical(n): (quote_ident(n), t) for n, t, *_ in described if n != "_rid"}
+    _apply_mapping(cols, mapping)
+    record = (
+        "to_json({"
+        + ", ".join(f"{quote_literal(n)}: {quote_ident(n)}" for n in names)
+        + "})::VARCHAR"
+    )
+    return Staged(relation=relation, columns=cols, record_sql=record)
+
+
+def stage_parquet(con: duckdb.DuckDBPyConnection, batch: Batch) -> Staged:
+    path = quote_literal(str(batch.path))
+    relation = f"(SELECT file_row_number AS _rid, * EXCLUDE (file_row_number) FROM read_parquet({path}, file_row_number = true))"  # noqa: E501
     try:
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _raw AS SELECT * FROM read_parquet(?)",
-            [str(file.path)],
-        )
+        return _typed_relation(con, relation, batch.mapping)
     except duckdb.Error as exc:
         raise FileRejected("unreadable_file", f"cannot read parquet: {exc}") from exc
-    described = con.execute("DESCRIBE _raw").fetchall()
-    names = [row[0] for row in described]
-    _check_columns(names)
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _rejects (row_number BIGINT, record VARCHAR, reason VARCHAR)"
-    )
-    return Staged(columns={_canonical(n): (quote_ident(n), t) for n, t, *_ in described})
 
 
-def stage_ndjson(con: duckdb.DuckDBPyConnection, file: LandingFile) -> Staged:
+def stage_arrow(con: duckdb.DuckDBPyConnection, batch: Batch) -> Staged:
+    import pyarrow as pa
+
+    table = batch.table
+    table = table.append_column("_rid", pa.array(range(table.num_rows), pa.int64()))
+    con.register("_arrow", table)
+    return _typed_relation(con, "_arrow", batch.mapping)
+
+
+def _ndjson_lines_fallback(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Slow but exact: split the text into lines so each bad line can be quarantined."""
     try:
-        # read_text + split keeps line numbers and lets a single bad line be quarantined;
-        # read_json would either fail the whole file or drop bad lines without a trace.
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE _lines AS
             SELECT unnest(lines) AS line, unnest(range(1, len(lines) + 1)) AS line_no
             FROM (SELECT string_split(content, chr(10)) AS lines FROM read_text(?))
             """,
-            [str(file.path)],
+            [str(path)],
         )
     except duckdb.Error as exc:
         raise FileRejected("unreadable_file", f"cannot read text: {exc}") from exc
     con.execute(
         """
-        CREATE OR REPLACE TEMP TABLE _parsed AS
-        SELECT line_no, rtrim(line, chr(13)) AS line, TRY_CAST(rtrim(line, chr(13)) AS JSON) AS j
+        CREATE OR REPLACE TEMP TABLE _raw AS
+        SELECT line_no AS _line, rtrim(line, chr(13)) AS _record,
+               TRY_CAST(rtrim(line, chr(13)) AS JSON) AS _j
         FROM _lines WHERE trim(line, chr(13) || chr(32) || chr(9)) <> ''
+        ORDER BY line_no
         """
     )
+
+
+def _ndjson_keys(con: duckdb.DuckDBPyConnection, path: Path) -> list[str] | None:
+    """Every key of every line, or None when some line is not a JSON object (or not JSON)."""
+    try:
+        rows = con.execute(
+            "SELECT DISTINCT unnest(CASE WHEN json_type(json) = 'OBJECT' THEN json_keys(json) "
+            "ELSE [chr(0)] END) FROM read_json_objects(?, format = 'newline_delimited')",
+            [str(path)],
+        ).fetchall()
+    except duckdb.Error:
+        return None
+    keys = sorted(k for (k,) in rows)
+    return None if "\x00" in keys else keys
+
+
+def _stage_ndjson_fast(con: duckdb.DuckDBPyConnection, batch: Batch, keys: list[str]) -> Staged:
+    """Every line is an object: DuckDB's parallel NDJSON reader with the keys as columns."""
+    _check_columns(keys, batch.mapping)
+    usable = [k for k in keys if '"' not in k and "\\" not in k]
+    types = {k: "VARCHAR" if _canonical(k) in REQUIRED else "JSON" for k in usable}
+    spec = "{" + ", ".join(f"{quote_literal(k)}: '{t}'" for k, t in types.items()) + "}"
     con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE _rejects AS
-        SELECT line_no AS row_number, line AS record, 'malformed_row' AS reason
-        FROM _parsed WHERE j IS NULL OR json_type(j) <> 'OBJECT' ORDER BY line_no
-        """
+        f"CREATE OR REPLACE TEMP TABLE _raw AS SELECT * FROM read_json("
+        f"{quote_literal(str(batch.path))}, format = 'newline_delimited', columns = {spec})"
     )
+    con.execute(_EMPTY_REJECTS)
+    columns: dict[str, tuple[str, str]] = {}
+    for key in usable:
+        name, col = _canonical(key), quote_ident(key)
+        if name == "labels":
+            # labels may be an embedded object or a JSON string holding one.
+            expr = f"CASE json_type({col}) WHEN 'OBJECT' THEN {col}::VARCHAR ELSE {col}->>'$' END"
+            columns[name] = (expr, "VARCHAR")
+        else:
+            columns[name] = (col, types[key])
+    _apply_mapping(columns, batch.mapping)
+    record = (
+        "to_json({"
+        + ", ".join(f"{quote_literal(k)}: {quote_ident(k)}" for k in usable)
+        + "})::VARCHAR"
+    )
+    notes = []
+    if len(usable) != len(keys):
+        notes.append(f"ignored keys with quotes/backslashes: {sorted(set(keys) - set(usable))}")
+    return Staged(
+        relation="(SELECT rowid AS _rid, * FROM _raw)",
+        columns=columns,
+        # Blank lines are skipped by the reader: this is the line number whenever the file
+        # has none (files with malformed lines take the exact line-numbered path).
+        row_number_sql="_rid + 1",
+        record_sql=record,
+        notes=notes,
+    )
+
+
+def stage_ndjson(con: duckdb.DuckDBPyConnection, batch: Batch) -> Staged:
+    keys = _ndjson_keys(con, batch.path)
+    if keys is not None:
+        try:
+            return _stage_ndjson_fast(con, batch, keys)
+        except duckdb.Error:
+            pass  # e.g. a nested value in a text field: the exact path below handles it
+    # Exact path: split into lines so each bad line is quarantined with its line number.
+    _ndjson_lines_fallback(con, batch.path)
+    con.execute(_EMPTY_REJECTS)
     total, objects = con.execute(
-        "SELECT count(*), count(*) FILTER (json_type(j) = 'OBJECT') FROM _parsed"
+        "SELECT count(*), count(*) FILTER (json_type(_j) = 'OBJECT') FROM _raw"
     ).fetchone()
     if total and not objects:
         raise FileRejected("unreadable_file", "no line of the file is a JSON object")
     keys = [
         k
         for (k,) in con.execute(
-            "SELECT DISTINCT unnest(json_keys(j)) AS k FROM _parsed "
-            "WHERE json_type(j) = 'OBJECT' ORDER BY k"
+            "SELECT DISTINCT unnest(json_keys(_j)) AS k FROM _raw "
+            "WHERE json_type(_j) = 'OBJECT' ORDER BY k"
         ).fetchall()
     ]
     if total:
-        _check_columns(keys)
+        _check_columns(keys, batch.mapping)
     notes = []
     usable = [k for k in keys if '"' not in k and "\\" not in k]
     if len(usable) != len(keys):
         notes.append(f"ignored keys with quotes/backslashes: {sorted(set(keys) - set(usable))}")
     paths = ", ".join(quote_literal(f'$."{k}"') for k in usable) or "'$.service'"
     # One JSON parse per line for all keys: text values for known fields, JSON for the rest.
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _raw AS
-        SELECT line_no AS _line, line AS _record,
-               json_extract_string(j, [{paths}]) AS _text,
-               json_extract(j, [{paths}]) AS _json
-        FROM _parsed WHERE json_type(j) = 'OBJECT' ORDER BY line_no
-        """
+    relation = (
+        f"(SELECT rowid AS _rid, _line, _record, _j, "
+        f"json_extract_string(_j, [{paths}]) AS _text, json_extract(_j, [{paths}]) AS _json "
+        "FROM _raw)"
     )
     columns: dict[str, tuple[str, str]] = {}
     for i, key in enumerate(usable, start=1):
         name = _canonical(key)
         if name == "labels":
-            # labels may be an embedded object or a JSON string holding one.
             expr = (
                 f"CASE json_type(_json[{i}]) WHEN 'OBJECT' THEN _json[{i}]::VARCHAR "
                 f"ELSE _text[{i}] END"
@@ -250,18 +393,22 @@ def stage_ndjson(con: duckdb.DuckDBPyConnection, file: LandingFile) -> Staged:
             columns[name] = (f"_text[{i}]", "VARCHAR")
         else:
             columns[name] = (f"_json[{i}]", "JSON")
+    _apply_mapping(columns, batch.mapping)
     return Staged(
+        relation=relation,
         columns=columns,
-        row_number_sql="(SELECT _line FROM _raw r WHERE r.rowid = {rid})",
-        record_sql="r._record",
+        row_number_sql="_line",
+        record_sql="_record",
+        malformed_sql="_j IS NULL OR json_type(_j) <> 'OBJECT'",
         notes=notes,
     )
 
 
-def stage(con: duckdb.DuckDBPyConnection, file: LandingFile) -> Staged:
-    stagers = {"csv": stage_csv, "ndjson": stage_ndjson, "parquet": stage_parquet}
+def stage(con: duckdb.DuckDBPyConnection, batch: Batch) -> Staged:
+    stagers = {"csv": stage_csv, "ndjson": stage_ndjson, "parquet": stage_parquet,
+               "arrow": stage_arrow}  # fmt: skip
     try:
-        return stagers[file.fmt](con, file)
+        return stagers[batch.fmt](con, batch)
     except FileRejected:
         raise
     except (duckdb.Error, OSError, UnicodeError, ValueError) as exc:
