@@ -6,7 +6,6 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
 import mlflow
 import numpy as np
 import pandas as pd
@@ -25,6 +24,7 @@ from scaleahead.forecasting.registry import (
     load_champion,
     tracking,
 )
+from scaleahead.warehouse import connect
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_CONFIG = REPO / "ml" / "forecast.yaml"
@@ -66,7 +66,7 @@ def write_mart(path: Path, df: pd.DataFrame) -> None:
         }
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(path)) as con:
+    with connect(path=path) as con:  # the DuckLake warehouse
         con.execute("CREATE SCHEMA IF NOT EXISTS marts")
         con.register("mart_df", mart)
         con.execute("CREATE OR REPLACE TABLE marts.service_demand_5m AS SELECT * FROM mart_df")
@@ -230,7 +230,11 @@ def test_train_register_promote_and_publish(platform, tmp_path):
         run = client.get_run(first.run_id)
         assert run.data.params["horizon"] == "12"
         assert run.data.tags["data.hash"] == first.data_hash
+        # the DuckLake snapshot the training data was read at
+        assert run.data.tags["data.snapshot_id"] == first.snapshot_id
+        assert first.snapshot_id.isdigit()
         assert "snaive_mase" in run.data.metrics
+        assert "mstl_mase" in run.data.metrics and "mstl_coverage_p90" in run.data.metrics
         assert str(client.get_model_version_by_alias(first.model_name, CHAMPION).version) == "1"
         exp = client.get_experiment(run.info.experiment_id)
         assert exp.artifact_location == settings.mlflow_artifact_location
@@ -267,7 +271,7 @@ def test_train_register_promote_and_publish(platform, tmp_path):
     assert pd.Timestamp(rep["last_ds"]) == end + pd.Timedelta("60min")
     again = publish(settings, created_at=datetime(2024, 2, 1, 13, 0))
     assert again.batch_id == report.batch_id
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+    with connect(read_only=True, path=settings.warehouse_path) as con:
         rows = con.execute(
             "SELECT service, metric, step, ds, p50, p90, p95, model_version, created_at "
             "FROM serving.forecasts ORDER BY service, step"

@@ -4,6 +4,8 @@ Every model is scored on exactly the same windows: at each origin the forecaster
 the history before it, the baselines are computed from that same history, and all are evaluated
 on the next ``h`` steps. Baseline quantiles are the point forecast plus empirical quantiles of
 the baseline's own in-sample errors at that step, so coverage and pinball compare like with like.
+The statistical baseline (statsforecast MSTL, ``backtest.statistical``) gives its own prediction
+intervals: p90 is the upper bound of its 80% interval, p95 of its 90% interval.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from scaleahead.forecasting.model import (
 )
 
 MODELS = ("model", "snaive", "naive")
+STAT = "mstl"
 
 
 @dataclass
@@ -90,6 +93,47 @@ def baseline_forecasts(
     return pd.concat(rows, ignore_index=True)
 
 
+def statistical_forecasts(
+    history: pd.DataFrame,
+    h: int,
+    season_lengths: list[int],
+    quantiles: list[float],
+    freq: str,
+    nonnegative: bool = True,
+    max_history: int | None = None,
+) -> pd.DataFrame | None:
+    """MSTL (statsforecast; AutoETS trend) per series with its prediction intervals as
+    quantiles, fitted on the last ``max_history`` rows. Seasons need two full periods in the
+    shortest series; None if none fits."""
+    from statsforecast import StatsForecast
+    from statsforecast.models import MSTL
+
+    if max_history:
+        history = history.groupby(ID, sort=False).tail(max_history)
+    shortest = int(history.groupby(ID, sort=False).size().min())
+    seasons = [m for m in season_lengths if m > 1 and 2 * m <= shortest]
+    if not seasons:
+        return None
+    upper = [q for q in quantiles if q > 0.5]
+    levels = sorted({round((2 * q - 1) * 100) for q in upper})
+    sf = StatsForecast(models=[MSTL(season_length=seasons, alias="MSTL")], freq=freq, n_jobs=1)
+    fc = sf.forecast(df=history[[ID, DS, Y]], h=h, level=levels)
+    cols = []
+    for q in quantiles:
+        if q == 0.5:
+            cols.append(fc["MSTL"].to_numpy())
+        elif q > 0.5:
+            cols.append(fc[f"MSTL-hi-{round((2 * q - 1) * 100)}"].to_numpy())
+        else:
+            cols.append(fc[f"MSTL-lo-{round((1 - 2 * q) * 100)}"].to_numpy())
+    values = enforce_quantiles(np.column_stack(cols), nonnegative)
+    out = fc[[ID, DS]].copy()
+    out[ID] = out[ID].astype(str)
+    for i, q in enumerate(quantiles):
+        out[f"{STAT}_{quantile_column(q)}"] = values[:, i]
+    return out
+
+
 def evaluate(
     forecasts: pd.DataFrame,
     histories: dict[tuple[int, str], np.ndarray],
@@ -147,6 +191,18 @@ def run_backtest(
             history, h, config.season_length, config.quantiles, config.freq, config.nonnegative
         )
         merged = test.merge(model, on=[ID, DS]).merge(base, on=[ID, DS])
+        if config.backtest.statistical.enabled:
+            stat = statistical_forecasts(
+                history,
+                h,
+                config.backtest.statistical.season_lengths or [config.season_length],
+                config.quantiles,
+                config.freq,
+                config.nonnegative,
+                config.backtest.statistical.max_history,
+            )
+            if stat is not None:
+                merged = merged.merge(stat, on=[ID, DS], how="left")
         cutoff = history.groupby(ID, sort=False)[DS].max()
         merged.insert(2, "window", w)
         merged.insert(3, "cutoff", merged[ID].map(cutoff))
@@ -158,7 +214,18 @@ def run_backtest(
     if forecasts.empty:
         raise ForecastingError("backtest produced no forecasts (series too short?)")
     return BacktestResult(
-        metrics=evaluate(forecasts, histories, config.quantiles, config.season_length),
+        metrics=evaluate(
+            forecasts,
+            histories,
+            config.quantiles,
+            config.season_length,
+            MODELS
+            + (
+                (STAT,)
+                if f"{STAT}_p50" in forecasts and forecasts[f"{STAT}_p50"].notna().all()
+                else ()
+            ),
+        ),
         forecasts=forecasts,
         n_windows=n,
         h=h,

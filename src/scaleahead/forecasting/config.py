@@ -7,6 +7,7 @@ object to MLflow is enough to reproduce a run.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,8 +44,14 @@ class LagTransformSpec(_Spec):
 
 
 class TargetTransformSpec(_Spec):
+    # asinh: a log-like variance stabiliser defined for every real (0 and negatives included);
+    # followed by seasonal differences it models relative (percentage) seasonal changes.
     type: Literal[
-        "local_standard_scaler", "local_robust_scaler", "local_minmax_scaler", "differences"
+        "local_standard_scaler",
+        "local_robust_scaler",
+        "local_minmax_scaler",
+        "differences",
+        "asinh",
     ]
 
 
@@ -58,6 +65,17 @@ class FeaturesConfig(BaseModel):
     num_threads: int = 1
 
 
+class MemberConfig(BaseModel):
+    """One LightGBM of the ensemble: its own features (replacing the base ``features`` when
+    given) and LightGBM parameters (merged over the base ``lightgbm``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    features: FeaturesConfig | None = None
+    lightgbm: dict[str, Any] = Field(default_factory=dict)
+
+
 class IntervalsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +83,23 @@ class IntervalsConfig(BaseModel):
     n_windows: int = Field(12, ge=2)
     h: int | None = None  # defaults to the forecast horizon
     step_size: int | None = None  # between window origins; defaults to h
+    # Calibration refits the model on at most this many series (a deterministic, evenly spaced
+    # subset): pooled quantiles need a few thousand residuals, not every series, and this keeps
+    # training cost close to one fit on large fleets. None: all series.
+    max_series: int | None = Field(None, ge=1)
+
+
+class StatisticalConfig(BaseModel):
+    """The statistical baseline scored in the backtest (statsforecast MSTL)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # MSTL seasonal periods; shorter ones are used when a series lacks two full periods.
+    season_lengths: list[int] = Field(default_factory=list)  # default: [season_length]
+    # MSTL is fitted on the last max_history rows of each series only (its cost grows with
+    # history; a few seasons are enough for its decomposition). None: all rows.
+    max_history: int | None = Field(None, ge=2)
 
 
 class BacktestConfig(BaseModel):
@@ -72,6 +107,7 @@ class BacktestConfig(BaseModel):
 
     n_windows: int = Field(3, ge=1)
     step_size: int | None = None  # defaults to the horizon: non-overlapping windows
+    statistical: StatisticalConfig = Field(default_factory=StatisticalConfig)
 
 
 class PromotionConfig(BaseModel):
@@ -94,9 +130,21 @@ class ForecastConfig(BaseModel):
     max_history_days: float | None = Field(28.0, gt=0)  # train/score on this recent window only
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     lightgbm: dict[str, Any] = Field(default_factory=dict)
+    # An ensemble: the point forecast is the mean of the members' forecasts. Empty: one member
+    # made of ``features`` and ``lightgbm``.
+    members: list[MemberConfig] = Field(default_factory=list)
     intervals: IntervalsConfig = Field(default_factory=IntervalsConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_season(cls, data: Any) -> Any:
+        """Season-relative values (``"m"``, ``"7m"``, ranges ``"1..2m"``) -> integers."""
+        if not isinstance(data, dict):
+            return data
+        m = int(data.get("season_length", cls.model_fields["season_length"].default))
+        return {k: (v if k == "season_length" else resolve_season(v, m)) for k, v in data.items()}
 
     @model_validator(mode="after")
     def _check(self) -> ForecastConfig:
@@ -108,6 +156,20 @@ class ForecastConfig(BaseModel):
         if self.calibration_h < self.horizon:
             raise ValueError("intervals.h must be >= horizon: intervals are calibrated per step")
         return self
+
+    @property
+    def member_list(self) -> list[MemberConfig]:
+        """The ensemble with features and LightGBM parameters filled in from the base."""
+        if not self.members:
+            return [MemberConfig(name="lgbm", features=self.features, lightgbm=self.lightgbm)]
+        return [
+            MemberConfig(
+                name=m.name,
+                features=m.features or self.features,
+                lightgbm={**self.lightgbm, **m.lightgbm},
+            )
+            for m in self.members
+        ]
 
     @property
     def calibration_h(self) -> int:
@@ -126,15 +188,68 @@ class ForecastConfig(BaseModel):
         return [quantile_column(q) for q in self.quantiles]
 
 
+_SEASONAL = re.compile(r"^\s*(\d*)\s*m\s*$")
+_RANGE = re.compile(r"^\s*([^.]+)\.\.([^.]+)$")
+
+
+def _season_int(text: str, m: int) -> int | None:
+    match = _SEASONAL.match(text)
+    if match:
+        return int(match.group(1) or 1) * m
+    return int(text) if text.strip().isdigit() else None
+
+
+def resolve_season(value: Any, m: int) -> Any:
+    """Recursively replace season-relative values by integers for season length ``m``:
+    ``"m"`` -> m, ``"7m"`` -> 7m, ``"24"`` -> 24; in lists, ``"1..2m"`` expands to 1..2m.
+    Dict keys are resolved too (lag-transform lags). Other strings are left alone."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            key = _season_int(k, m) if isinstance(k, str) else None
+            out[k if key is None else key] = resolve_season(v, m)
+        return out
+    if isinstance(value, list):
+        items: list[Any] = []
+        for v in value:
+            match = _RANGE.match(v) if isinstance(v, str) else None
+            lo = _season_int(match.group(1), m) if match else None
+            hi = _season_int(match.group(2), m) if match else None
+            if lo is not None and hi is not None:
+                items.extend(range(lo, hi + 1))
+            else:
+                items.append(resolve_season(v, m))
+        return items
+    if isinstance(value, str):
+        n = _season_int(value, m) if _SEASONAL.match(value) else None
+        return value if n is None else n
+    return value
+
+
 def quantile_column(q: float) -> str:
     """0.5 -> 'p50', 0.95 -> 'p95', 0.975 -> 'p97.5'."""
     pct = round(q * 100, 6)
     return f"p{int(pct)}" if pct == int(pct) else f"p{pct:g}"
 
 
-def load_config(path: Path | None = None, settings: Settings | None = None) -> ForecastConfig:
-    path = path or (settings or get_settings()).ml_config
+def load_raw_config(path: Path) -> dict[str, Any]:
+    """The YAML as a dict, season-relative values unresolved (a template)."""
     if not path.exists():
         raise ForecastingError(f"forecast config {path} not found")
     with path.open() as fh:
-        return ForecastConfig.model_validate(yaml.safe_load(fh) or {})
+        return yaml.safe_load(fh) or {}
+
+
+def load_config(
+    path: Path | None = None, settings: Settings | None = None, **overrides: Any
+) -> ForecastConfig:
+    """Load a profile; ``overrides`` replace top-level keys before season-relative values are
+    resolved (e.g. ``season_length=24, freq="h"`` re-targets a profile to another frequency)."""
+    path = path or (settings or get_settings()).ml_config
+    return ForecastConfig.model_validate(load_raw_config(path) | overrides)
+
+
+def profile_path(name: str, settings: Settings | None = None) -> Path:
+    """``ml/forecast.yaml`` (name ``demand``) or ``ml/forecast_<name>.yaml`` beside it."""
+    base = (settings or get_settings()).ml_config
+    return base if name in ("", "demand") else base.with_name(f"forecast_{name}.yaml")

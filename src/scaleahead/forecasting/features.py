@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightgbm as lgb
+import numpy as np
 from mlforecast import MLForecast
 from mlforecast.lag_transforms import (
     ExpandingMean,
@@ -17,12 +18,20 @@ from mlforecast.lag_transforms import (
 )
 from mlforecast.target_transforms import (
     Differences,
+    GlobalSklearnTransformer,
     LocalMinMaxScaler,
     LocalRobustScaler,
     LocalStandardScaler,
 )
+from sklearn.preprocessing import FunctionTransformer
 
-from scaleahead.forecasting.config import ForecastConfig, LagTransformSpec, TargetTransformSpec
+from scaleahead.forecasting.config import (
+    FeaturesConfig,
+    ForecastConfig,
+    LagTransformSpec,
+    MemberConfig,
+    TargetTransformSpec,
+)
 
 MODEL_NAME = "lgbm"
 
@@ -36,7 +45,13 @@ LAG_TRANSFORMS: dict[str, type] = {
     "ewm": ExponentiallyWeightedMean,
 }
 
-TARGET_TRANSFORMS: dict[str, type] = {
+
+def _asinh() -> GlobalSklearnTransformer:
+    return GlobalSklearnTransformer(FunctionTransformer(np.arcsinh, np.sinh))
+
+
+TARGET_TRANSFORMS: dict[str, Any] = {
+    "asinh": _asinh,
     "local_standard_scaler": LocalStandardScaler,
     "local_robust_scaler": LocalRobustScaler,
     "local_minmax_scaler": LocalMinMaxScaler,
@@ -52,14 +67,33 @@ def build_target_transform(spec: TargetTransformSpec) -> Any:
     return TARGET_TRANSFORMS[spec.type](**spec.kwargs)
 
 
-def build_model(config: ForecastConfig) -> lgb.LGBMRegressor:
-    return lgb.LGBMRegressor(**config.lightgbm)
+def build_model(params: dict[str, Any]) -> lgb.LGBMRegressor:
+    return lgb.LGBMRegressor(**params)
 
 
-def build_mlforecast(config: ForecastConfig) -> MLForecast:
-    feats = config.features
+def min_history(features: FeaturesConfig, season_length: int = 1) -> int:
+    """Rows a series needs before every feature of ``features`` is defined."""
+    needs = [season_length, *features.lags]
+    for lag, specs in features.lag_transforms.items():
+        for s in specs:
+            window = int(s.kwargs.get("window_size", 1))
+            if s.type == "seasonal_rolling_mean":
+                window *= int(s.kwargs.get("season_length", 1))
+            needs.append(lag + window - 1)
+    diffs = sum(
+        sum(int(d) for d in t.kwargs.get("differences", []))
+        for t in features.target_transforms
+        if t.type == "differences"
+    )
+    return max(needs) + diffs + 1
+
+
+def build_mlforecast(config: ForecastConfig, member: MemberConfig | None = None) -> MLForecast:
+    """The MLForecast of one ensemble member (default: the first)."""
+    member = member or config.member_list[0]
+    feats = member.features or config.features
     return MLForecast(
-        models={MODEL_NAME: build_model(config)},
+        models={MODEL_NAME: build_model(member.lightgbm)},
         freq=config.freq,
         lags=feats.lags or None,
         lag_transforms={

@@ -18,10 +18,11 @@ from mlforecast import MLForecast
 
 from scaleahead.forecasting.config import ForecastConfig, ForecastingError
 from scaleahead.forecasting.features import MODEL_NAME, build_mlforecast
+from scaleahead.forecasting.features import min_history as features_min_history
 
 ID, DS, Y = "unique_id", "ds", "y"
 _STATE_FILE = "forecaster.json"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: a list of ensemble members; 1 (one MLForecast) still loads
 
 
 def prepare_series(df: pd.DataFrame, freq: str) -> pd.DataFrame:
@@ -90,12 +91,43 @@ def enforce_quantiles(values: np.ndarray, nonnegative: bool) -> np.ndarray:
     return np.maximum.accumulate(out, axis=1)
 
 
+def subset_series(df: pd.DataFrame, max_series: int | None) -> pd.DataFrame:
+    """At most ``max_series`` series, evenly spaced over the sorted ids (deterministic)."""
+    ids = df[ID].unique()
+    if max_series is None or len(ids) <= max_series:
+        return df
+    keep = np.sort(ids)[np.linspace(0, len(ids) - 1, max_series).round().astype(int)]
+    return df[df[ID].isin(keep)].reset_index(drop=True)
+
+
+def fit_members(config: ForecastConfig, data: pd.DataFrame) -> list[MLForecast]:
+    return [build_mlforecast(config, m).fit(data, static_features=[]) for m in config.member_list]
+
+
+def predict_members(
+    members: list[MLForecast], h: int, new_df: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """unique_id, ds, and the mean of the members' point forecasts as ``MODEL_NAME``."""
+    out: pd.DataFrame | None = None
+    for i, fc in enumerate(members):
+        pred = fc.predict(h) if new_df is None else fc.predict(h, new_df=new_df)
+        pred = pred.rename(columns={MODEL_NAME: f"m{i}"})
+        out = pred if out is None else out.merge(pred, on=[ID, DS], how="inner")
+    assert out is not None
+    cols = [f"m{i}" for i in range(len(members))]
+    out[MODEL_NAME] = out[cols].mean(axis=1)
+    return out.drop(columns=cols)
+
+
 class DemandForecaster:
-    """Fit on a long frame (unique_id, ds, y); predict p50/p90/p95 (per ``config.quantiles``)."""
+    """Fit on a long frame (unique_id, ds, y); predict p50/p90/p95 (per ``config.quantiles``).
+
+    The point forecast is the mean of the configured LightGBM members (``config.members``; one
+    by default), each an mlforecast pipeline of its own features and target transforms."""
 
     def __init__(self, config: ForecastConfig) -> None:
         self.config = config
-        self.fc_: MLForecast | None = None
+        self.fc_: list[MLForecast] | None = None
         self.residual_quantiles_: np.ndarray | None = None  # (calibration_h, n_quantiles)
         self.scales_: pd.Series | None = None
         self.train_end_: pd.Timestamp | None = None
@@ -107,11 +139,10 @@ class DemandForecaster:
     @property
     def min_history(self) -> int:
         """Rows a series needs before every feature is defined."""
-        feats = self.config.features
-        needs = [self.config.season_length, *feats.lags]
-        for lag, specs in feats.lag_transforms.items():
-            needs += [lag + int(s.kwargs.get("window_size", 1)) - 1 for s in specs]
-        return max(needs) + 1
+        return max(
+            features_min_history(m.features or self.config.features, self.config.season_length)
+            for m in self.config.member_list
+        )
 
     @property
     def series_(self) -> list[str]:
@@ -126,8 +157,8 @@ class DemandForecaster:
             raise ForecastingError(
                 f"no series with at least {cfg.min_series_length} rows to train on"
             )
-        self.residual_quantiles_ = self._calibrate(data)
-        self.fc_ = build_mlforecast(cfg).fit(data, static_features=[])
+        self.residual_quantiles_ = self._calibrate(subset_series(data, cfg.intervals.max_series))
+        self.fc_ = fit_members(cfg, data)
         self.scales_ = series_scales(data, cfg.season_length)
         self.train_end_ = data[DS].max()
         return self
@@ -136,11 +167,19 @@ class DemandForecaster:
         cfg = self.config
         h, n, step = cfg.calibration_h, cfg.intervals.n_windows, cfg.calibration_step
         first_history, _ = holdout_split(data, (n - 1) * step, h)
-        fc = build_mlforecast(cfg).fit(first_history, static_features=[])
+        sizes = first_history.groupby(ID, sort=False)[ID].transform("size")
+        first_history = first_history[sizes >= self.min_history + 1]
+        if first_history.empty:
+            raise ForecastingError(
+                f"series too short to calibrate intervals: need {self.min_history + 1} rows "
+                f"before {n} windows of {h} steps ({step} apart)"
+            )
+        members = fit_members(cfg, first_history)
         parts = []
         for w in range(n):
             history, test = holdout_split(data, w * step, h)
-            point = fc.predict(h, new_df=history)
+            history = history[history[ID].isin(first_history[ID].unique())]
+            point = predict_members(members, h, new_df=history)
             # Series without seasonal variation (constant, all-zero) would divide by ~0 and
             # swamp the pooled quantiles: they are scored but not used for calibration.
             scales = seasonal_mae(history, cfg.season_length)
@@ -163,10 +202,13 @@ class DemandForecaster:
         if self.fc_ is None or self.residual_quantiles_ is None or self.scales_ is None:
             raise ForecastingError("forecaster is not fitted")
 
-    def predict(self, h: int | None = None, history: pd.DataFrame | None = None) -> pd.DataFrame:
+    def predict(
+        self, h: int | None = None, history: pd.DataFrame | None = None, with_point: bool = False
+    ) -> pd.DataFrame:
         """Forecast ``h`` steps after the end of the training data, or after the end of each
         series in ``history`` (newer data, same model). Series in ``history`` shorter than
-        ``min_history`` are skipped. Returns unique_id, ds and one column per quantile."""
+        ``min_history`` are skipped. Returns unique_id, ds, one column per quantile and, with
+        ``with_point``, ``yhat``: the members' mean forecast before calibration."""
         self._check_fitted()
         assert self.fc_ is not None and self.residual_quantiles_ is not None
         h = h or self.config.horizon
@@ -175,15 +217,17 @@ class DemandForecaster:
                 f"h={h} exceeds the calibrated horizon {self.residual_quantiles_.shape[0]}"
             )
         if history is None:
-            point = self.fc_.predict(h)
+            point = predict_members(self.fc_, h)
             scales = self.scales_
         else:
             hist = prepare_series(history, self.config.freq)
             sizes = hist.groupby(ID, sort=False)[ID].transform("size")
             hist = hist[sizes >= self.min_history].reset_index(drop=True)
             if hist.empty:
-                return pd.DataFrame(columns=[ID, DS, *self.quantile_columns])
-            point = self.fc_.predict(h, new_df=hist)
+                return pd.DataFrame(
+                    columns=[ID, DS, *self.quantile_columns, *(["yhat"] if with_point else [])]
+                )
+            point = predict_members(self.fc_, h, new_df=hist)
             scales = series_scales(hist, self.config.season_length)
         point = point.sort_values([ID, DS], ignore_index=True)
         step = point.groupby(ID, sort=False).cumcount().to_numpy()
@@ -194,6 +238,9 @@ class DemandForecaster:
         values = enforce_quantiles(values, self.config.nonnegative)
         out = point[[ID, DS]].copy()
         out[self.quantile_columns] = values
+        if with_point:
+            yhat = point[MODEL_NAME].to_numpy()
+            out["yhat"] = np.maximum(yhat, 0.0) if self.config.nonnegative else yhat
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -201,9 +248,11 @@ class DemandForecaster:
         assert self.fc_ is not None and self.residual_quantiles_ is not None
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.fc_.save(path / "mlforecast")
+        for i, fc in enumerate(self.fc_):
+            fc.save(path / f"mlforecast_{i}")
         state = {
             "format_version": _FORMAT_VERSION,
+            "n_members": len(self.fc_),
             "config": self.config.model_dump(mode="json"),
             "residual_quantiles": self.residual_quantiles_.tolist(),
             "scales": {str(k): float(v) for k, v in self.scales_.items()},
@@ -216,10 +265,16 @@ class DemandForecaster:
     def load(cls, path: str | Path) -> DemandForecaster:
         path = Path(path)
         state = json.loads((path / _STATE_FILE).read_text())
-        if state.get("format_version") != _FORMAT_VERSION:
+        version = state.get("format_version")
+        if version not in (1, _FORMAT_VERSION):
             raise ForecastingError(f"unsupported forecaster format in {path}")
         self = cls(ForecastConfig.model_validate(state["config"]))
-        self.fc_ = MLForecast.load(path / "mlforecast")
+        if version == 1:
+            self.fc_ = [MLForecast.load(path / "mlforecast")]
+        else:
+            self.fc_ = [
+                MLForecast.load(path / f"mlforecast_{i}") for i in range(state["n_members"])
+            ]
         self.residual_quantiles_ = np.asarray(state["residual_quantiles"], dtype=float)
         self.scales_ = pd.Series(state["scales"], dtype=float)
         self.train_end_ = pd.Timestamp(state["train_end"]) if state["train_end"] else None

@@ -17,7 +17,7 @@ from scaleahead.forecasting.backtest import run_backtest
 from scaleahead.forecasting.config import ForecastConfig, ForecastingError, load_config
 from scaleahead.forecasting.model import DS, ID, DemandForecaster, Y, prepare_series
 from scaleahead.forecasting.registry import load_champion, log_and_register
-from scaleahead.warehouse import connect, read_sql
+from scaleahead.warehouse import connect, current_snapshot_id
 from scaleahead.warehouse.connection import WarehouseError
 
 MART = "marts.service_demand_5m"
@@ -43,6 +43,7 @@ class TrainReport:
     data_hash: str
     data_start: str
     data_end: str
+    snapshot_id: str = ""  # DuckLake snapshot of the training data (else time-hash id)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,8 +66,11 @@ class PublishReport:
         return asdict(self)
 
 
-def load_demand(settings: Settings, config: ForecastConfig) -> pd.DataFrame:
-    """The mart's demand as a long (unique_id, ds, y) frame, limited to the recent window."""
+def load_demand_snapshot(
+    settings: Settings, config: ForecastConfig
+) -> tuple[pd.DataFrame, int | None]:
+    """The mart's demand as a long (unique_id, ds, y) frame, limited to the recent window, and
+    the DuckLake snapshot it was read from (one transaction: the id names exactly this data)."""
     where = "demand IS NOT NULL"
     if config.max_history_days:
         where += (
@@ -74,15 +78,30 @@ def load_demand(settings: Settings, config: ForecastConfig) -> pd.DataFrame:
             f"{int(config.max_history_days * 86_400_000)})"
         )
     query = f"SELECT service AS {ID}, ds AS {DS}, demand AS {Y} FROM {MART} WHERE {where}"
+    snapshot: int | None = None
     try:
-        df = read_sql(query + f" ORDER BY {ID}, {DS}", path=settings.warehouse_path)
+        with connect(read_only=True, path=settings.warehouse_path) as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                df = con.execute(query + f" ORDER BY {ID}, {DS}").df()
+                try:
+                    snapshot = current_snapshot_id(con)
+                except duckdb.Error:  # not a DuckLake warehouse: the data hash names the data
+                    snapshot = None
+            finally:
+                con.execute("ROLLBACK")
     except WarehouseError as exc:
         raise ForecastingError(f"no data: {exc}") from exc
     except duckdb.CatalogException as exc:
         raise ForecastingError(f"no data: {MART} does not exist (run the dbt build first)") from exc
     if df.empty:
         raise ForecastingError(f"no data: {MART} has no demand rows")
-    return prepare_series(df, config.freq)
+    return prepare_series(df, config.freq), snapshot
+
+
+def load_demand(settings: Settings, config: ForecastConfig) -> pd.DataFrame:
+    """The mart's demand as a long (unique_id, ds, y) frame, limited to the recent window."""
+    return load_demand_snapshot(settings, config)[0]
 
 
 def data_fingerprint(df: pd.DataFrame) -> str:
@@ -96,12 +115,17 @@ def train(settings: Settings | None = None) -> TrainReport:
     settings = settings or get_settings()
     started = time.perf_counter()
     config = load_config(settings=settings)
-    df = load_demand(settings, config)
+    df, lake_snapshot = load_demand_snapshot(settings, config)
     digest = data_fingerprint(df)
     data_end = df[DS].max()
     data_info = {
         "hash": digest,
-        "snapshot_id": f"{data_end:%Y%m%dT%H%M}-{digest[:12]}",
+        # The DuckLake snapshot the training data was read at (re-readable with AT (VERSION
+        # => id)); the content hash as well, which also names data outside the lake.
+        "snapshot_id": str(lake_snapshot)
+        if lake_snapshot is not None
+        else f"{data_end:%Y%m%dT%H%M}-{digest[:12]}",
+        "lake_snapshot_id": "" if lake_snapshot is None else str(lake_snapshot),
         "start": str(df[DS].min()),
         "end": str(data_end),
         "n_series": int(df[ID].nunique()),
@@ -135,6 +159,7 @@ def train(settings: Settings | None = None) -> TrainReport:
         data_hash=digest,
         data_start=data_info["start"],
         data_end=data_info["end"],
+        snapshot_id=data_info["snapshot_id"],
     )
 
 
