@@ -1,0 +1,1 @@
+"""Anomaly detection (causal detector, NAB scoring) and alerting (lifecycle, Alertmanager)."""
