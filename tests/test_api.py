@@ -272,8 +272,12 @@ def test_locked_warehouse_keeps_serving_last_batch_as_stale(
         [
             sys.executable,
             "-c",
-            "import sys, duckdb; con = duckdb.connect(sys.argv[1]); print('locked', flush=True);"
-            " sys.stdin.readline()",
+            # The warehouse is a DuckLake: an exclusive lock on its SQLite catalog makes it
+            # unavailable (DuckLake readers no longer take locks themselves).
+            "import sys, sqlite3; con = sqlite3.connect(sys.argv[1], isolation_level=None);"
+            " con.execute('PRAGMA locking_mode=EXCLUSIVE'); con.execute('BEGIN EXCLUSIVE');"
+            " con.execute('CREATE TABLE IF NOT EXISTS _lock_probe (x)');"
+            " print('locked', flush=True); sys.stdin.readline()",
             str(warehouse),
         ],
         stdin=subprocess.PIPE,

@@ -9,18 +9,22 @@ or the app without changing the handlers here.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 
 import anyio
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scaleahead.api.cache import (
@@ -28,15 +32,22 @@ from scaleahead.api.cache import (
     CacheRefresher,
     ForecastCache,
 )
+from scaleahead.api.keys import ApiKey, Authenticator, KeyStore, RateLimiter
+from scaleahead.api.metrics import MetricsMiddleware, build_registry, exposition
 from scaleahead.api.models import (
+    AlertOut,
+    AlertsOut,
     ForecastOut,
     HealthOut,
     MetricForecastInfo,
     Problem,
     ReadinessOut,
+    RecommendationOut,
+    RefreshOut,
     ServiceOut,
     ServicesOut,
 )
+from scaleahead.api.recommender import Recommender, UnknownService
 from scaleahead.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -48,8 +59,22 @@ Serves the latest published demand forecasts (p50/p90/p95 per step) per service 
 
 Forecasts are read from an in-memory cache refreshed from the warehouse table
 `serving.forecasts` in the background; when the warehouse cannot be read, the last good batch
-keeps being served and responses carry `stale: true`. Timestamps are UTC. Errors are RFC 7807
-problem details (`application/problem+json`).
+keeps being served and responses carry `stale: true`. Timestamps are UTC.
+
+**Recommendations** (`/v1/services/{service}/recommendation`) apply the scaling policy:
+`max(predictive, reactive)` bounded by the service's min/max replicas, with scale-in
+stabilization; when the forecast is missing, stale, failed its quality gate or is flagged by an
+active anomaly the reactive (HPA rule) value is returned with `mode: reactive` and the reasons.
+The same body is the KEDA `metrics-api` payload (`valueLocation: replicas` or `forecast.p90`).
+
+**Authentication**: `Authorization: Bearer <key>` or `X-API-Key: <key>` (keys from
+`scaleahead apikey create`; scopes `read` and `admin`). Required as soon as one key exists
+(setting `api_auth`, default `auto`). `/healthz`, `/readyz` and the OpenAPI document are open.
+
+**Errors** are RFC 7807 problem details (`application/problem+json`) with `type`
+`urn:scaleahead:problem:<slug>`: `validation-error` (422), `unauthorized` (401),
+`forbidden` (403), `unknown-service` / `unknown-metric` (404), `rate-limited` (429, with
+`Retry-After`), `no-forecasts` (503).
 """
 
 
@@ -67,13 +92,19 @@ class ProblemError(Exception):
     """Raise from a handler to answer with an RFC 7807 problem document."""
 
     def __init__(
-        self, status: int, title: str, detail: str | None = None, type_: str = "about:blank"
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        type_: str = "about:blank",
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail or title)
         self.status = status
         self.title = title
         self.detail = detail
         self.type = type_
+        self.headers = headers
 
 
 def _problem_type(slug: str) -> str:
@@ -108,7 +139,9 @@ def problem_response(
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(request, exc.status, exc.title, exc.detail, exc.type)
+    return problem_response(
+        request, exc.status, exc.title, exc.detail, exc.type, headers=exc.headers
+    )
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -173,11 +206,11 @@ def _problem_only_openapi(app: FastAPI) -> None:
 # --- dependencies ----------------------------------------------------------------------------
 
 
-def get_cache(request: Request) -> ForecastCache:
+async def get_cache(request: Request) -> ForecastCache:
     return request.app.state.forecast_cache
 
 
-def loaded_cache(cache: ForecastCache = Depends(get_cache)) -> ForecastCache:
+async def loaded_cache(cache: ForecastCache = Depends(get_cache)) -> ForecastCache:
     """The cache, or 503 while no forecast batch has been loaded yet."""
     if not cache.snapshot.loaded:
         status = cache.status()
@@ -188,40 +221,112 @@ def loaded_cache(cache: ForecastCache = Depends(get_cache)) -> ForecastCache:
     return cache
 
 
+_bearer = HTTPBearer(auto_error=False, description="API key as a bearer token.")
+_api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="API key (header KEDA can send)."
+)
+
+
+def require(scope: str):
+    """Dependency: authenticate (when auth is required), check ``scope``, rate-limit."""
+
+    async def check(
+        request: Request,
+        bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
+        header_key: str | None = Security(_api_key_header),
+    ) -> ApiKey | None:
+        auth: Authenticator = request.app.state.authenticator
+        key: ApiKey | None = None
+        if auth.required:
+            authorization = request.headers.get("authorization")
+            if authorization is not None and bearer is None:
+                authorization = "not-a-bearer-key"  # e.g. Basic: present but never valid
+            else:
+                authorization = bearer.credentials if bearer else None
+            candidates = [c for c in (header_key, authorization) if c]
+            presented = candidates[0] if candidates else None
+            key = auth.store.verify(presented)
+            # Every credential sent must be valid: a bad one beside a good one is refused.
+            if key is not None and any(auth.store.verify(c) != key for c in candidates[1:]):
+                key = None
+            if key is None:
+                raise ProblemError(
+                    401,
+                    "Unauthorized",
+                    "A valid API key is required (Authorization: Bearer <key> or X-API-Key)."
+                    if presented is None
+                    else "The API key is invalid or revoked.",
+                    _problem_type("unauthorized"),
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            if not key.allows(scope):
+                raise ProblemError(
+                    403,
+                    "Forbidden",
+                    f"This API key has scope {key.scope!r}; {scope!r} is required.",
+                    _problem_type("forbidden"),
+                )
+        identity = (
+            f"key:{key.id}" if key else f"ip:{request.client.host if request.client else '-'}"
+        )
+        wait = request.app.state.rate_limiter.acquire(identity)
+        if wait > 0:
+            raise ProblemError(
+                429,
+                "Too many requests",
+                f"Rate limit exceeded; retry in {wait:.2f} s.",
+                _problem_type("rate-limited"),
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        return key
+
+    return check
+
+
+require_read = require("read")
+require_admin = require("admin")
+
+
+async def get_recommender(request: Request) -> Recommender:
+    return request.app.state.recommender
+
+
 # --- routes ----------------------------------------------------------------------------------
 
 
+_AUTH_PROBLEMS = (401, 403, 429)
+
+
 def _build_v1_router(settings: Settings) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["forecasts"])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_read)])
 
     @router.get(
         "/services",
         response_model=ServicesOut,
-        summary="List services with forecasts",
-        description="Every service in the latest batches, with the forecast window per metric.",
-        responses=_problem_responses(503),
+        tags=["forecasts"],
+        summary="List services",
+        description="Every service in the latest forecast batches (with the forecast window "
+        "per metric) and every service with actual demand or a row in marts.services.",
+        responses=_problem_responses(*_AUTH_PROBLEMS, 503),
     )
-    def list_services(cache: ForecastCache = Depends(loaded_cache)) -> ServicesOut:
+    async def list_services(
+        cache: ForecastCache = Depends(loaded_cache),
+        recommender: Recommender = Depends(get_recommender),
+    ) -> ServicesOut:
         snapshot, status = cache.snapshot, cache.status()
         services = [
             ServiceOut(
                 service=service,
                 metrics=[MetricForecastInfo.from_series(s) for s in snapshot.for_service(service)],
+                dry_run=recommender.is_dry_run(service),
             )
-            for service in snapshot.services()
+            for service in recommender.services()
         ]
         return ServicesOut(
             stale=status.stale, last_refresh_error=status.last_refresh_error, services=services
         )
 
-    @router.get(
-        "/forecasts/{service}",
-        response_model=ForecastOut,
-        summary="Latest forecast of one service",
-        description="Forecast points of the latest batch, ordered by step.",
-        responses=_problem_responses(404, 422, 503),
-    )
-    def get_forecast(
+    async def forecast(
         service: str = Path(description="Service name as listed by /v1/services."),
         metric: str = Query(settings.demand_metric, description="Forecast metric."),
         horizon: int | None = Query(
@@ -238,6 +343,115 @@ def _build_v1_router(settings: Settings) -> APIRouter:
         if horizon is not None and horizon > series.horizon:
             raise _horizon_too_long(horizon, series.horizon)
         return ForecastOut.from_series(series, stale=cache.status().stale, horizon=horizon)
+
+    router.add_api_route(
+        "/services/{service}/forecast",
+        forecast,
+        methods=["GET"],
+        response_model=ForecastOut,
+        tags=["forecasts"],
+        summary="Latest forecast of one service",
+        description="Forecast points (p50/p90/p95 per 5-minute step) of the latest batch.",
+        responses=_problem_responses(*_AUTH_PROBLEMS, 404, 422, 503),
+        operation_id="get_service_forecast",
+    )
+    router.add_api_route(
+        "/forecasts/{service}",
+        forecast,
+        methods=["GET"],
+        response_model=ForecastOut,
+        tags=["forecasts"],
+        summary="Latest forecast of one service (alias)",
+        description="Alias of /v1/services/{service}/forecast, kept for existing clients.",
+        responses=_problem_responses(*_AUTH_PROBLEMS, 404, 422, 503),
+        deprecated=True,
+        operation_id="get_forecast",
+    )
+
+    @router.get(
+        "/services/{service}/recommendation",
+        response_model=RecommendationOut,
+        tags=["scaling"],
+        summary="Replica recommendation (also the KEDA metrics-api endpoint)",
+        description="The scaling policy applied now: `replicas` is what to run. Never zero and "
+        "never an error for a known service: without a usable forecast the reactive value is "
+        "returned with `mode: reactive` and the reasons.",
+        responses=_problem_responses(*_AUTH_PROBLEMS, 404, 422, 503),
+    )
+    async def recommendation(
+        service: str = Path(description="Service name as listed by /v1/services."),
+        metric: str = Query(settings.demand_metric, description="Forecast metric."),
+        quantile: str = Query(
+            settings.scaling_quantile,
+            pattern="^p(50|90|95)$",
+            description="Forecast quantile for the predictive rule: p50, p90 or p95.",
+        ),
+        current_replicas: int | None = Query(
+            None,
+            ge=0,
+            le=100_000,
+            description="Replicas running now; enables the HPA tolerance (0.1) in the "
+            "reactive rule. Without it the steady-state form ceil(actual / target) is used.",
+        ),
+        recommender: Recommender = Depends(get_recommender),
+    ) -> Response:
+        try:
+            body = recommender.recommendation(service, metric, quantile, current_replicas)
+        except UnknownService:
+            cache = recommender.cache
+            if not cache.snapshot.loaded and not cache.context.known_services:
+                raise ProblemError(
+                    503,
+                    "No data available",
+                    "Neither forecasts nor service data have been loaded yet.",
+                    _problem_type("no-forecasts"),
+                ) from None
+            raise ProblemError(
+                404,
+                "Unknown service",
+                f"No forecasts, actuals or service record for {service!r}.",
+                _problem_type("unknown-service"),
+            ) from None
+        # Built by hand (validated by tests against RecommendationOut): the hot path of KEDA.
+        return Response(
+            json.dumps(body, separators=(",", ":"), allow_nan=False).encode(),
+            media_type="application/json",
+        )
+
+    @router.get(
+        "/alerts",
+        response_model=AlertsOut,
+        tags=["scaling"],
+        summary="Anomaly alerts",
+        description="Alerts from serving.alerts (latest state per alert). A firing alert marks "
+        "its service's forecast low-confidence, so recommendations fall back to reactive.",
+        responses=_problem_responses(*_AUTH_PROBLEMS, 422),
+    )
+    async def alerts(
+        status: str = Query(
+            "firing", pattern="^(firing|resolved|all)$", description="firing, resolved or all."
+        ),
+        service: str | None = Query(None, description="Only this service's alerts."),
+        cache: ForecastCache = Depends(get_cache),
+    ) -> AlertsOut:
+        selected = [
+            AlertOut(**a.as_dict())
+            for a in cache.context.alerts
+            if (status == "all" or a.status == status) and (service is None or a.service == service)
+        ]
+        return AlertsOut(stale=cache.status().stale, alerts=selected)
+
+    @router.post(
+        "/admin/refresh",
+        response_model=RefreshOut,
+        tags=["operations"],
+        summary="Reload from the warehouse now (admin scope)",
+        responses=_problem_responses(*_AUTH_PROBLEMS),
+        dependencies=[Depends(require_admin)],
+    )
+    def refresh(cache: ForecastCache = Depends(get_cache)) -> RefreshOut:
+        changed = cache.refresh()
+        return RefreshOut(changed=changed, last_refresh_error=cache.status().last_refresh_error)
 
     return router
 
@@ -291,6 +505,22 @@ def _build_ops_router() -> APIRouter:
         body = jsonable_encoder(ReadinessOut.from_status(status))
         return JSONResponse(body, status_code=200 if status.loaded else 503)
 
+    @router.get(
+        "/metrics",
+        summary="Prometheus exposition",
+        description="Forecast and recommendation gauges per service and the API's own request "
+        "metrics (text format 0.0.4). Needs a read key when auth is on.",
+        response_class=Response,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            **_problem_responses(*_AUTH_PROBLEMS),
+        },
+        dependencies=[Depends(require_read)],
+    )
+    def metrics(request: Request) -> Response:
+        body, content_type = exposition(request.app.state.metrics_registry)
+        return Response(body, media_type=content_type)
+
     return router
 
 
@@ -303,17 +533,25 @@ def resolve_refresh_interval(settings: Settings, explicit: float | None = None) 
 
 
 def create_app(
-    settings: Settings | None = None, refresh_interval_s: float | None = None
+    settings: Settings | None = None,
+    refresh_interval_s: float | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
-    """Build the API; its lifespan loads the latest batch and runs the background refresher."""
+    """Build the API; its lifespan loads the latest batch and runs the background refresher.
+
+    ``clock`` (UTC-aware) replaces the wall clock of the scaling policy (tests, replays).
+    """
     settings = settings or get_settings()
     interval = resolve_refresh_interval(settings, refresh_interval_s)
     cache = ForecastCache(
         settings.warehouse_path,
         open_timeout_s=DEFAULT_OPEN_TIMEOUT_S,
         stale_after_s=3 * interval + DEFAULT_OPEN_TIMEOUT_S,
+        metric=settings.demand_metric,
+        quantile=settings.scaling_quantile,
     )
     refresher = CacheRefresher(cache, interval)
+    recommender = Recommender(cache, settings, clock) if clock else Recommender(cache, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -334,21 +572,64 @@ def create_app(
     app.state.settings = settings
     app.state.forecast_cache = cache
     app.state.refresher = refresher
+    app.state.recommender = recommender
+    app.state.authenticator = Authenticator(KeyStore(settings.api_keys_path), settings.api_auth)
+    app.state.rate_limiter = RateLimiter(settings.api_rate_limit_rps, settings.api_rate_limit_burst)
+    app.state.metrics_registry = build_registry(recommender)
     _install_problem_handlers(app)
     _problem_only_openapi(app)
     app.include_router(_build_ops_router())
     app.include_router(_build_v1_router(settings))
+    app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry)
     return app
 
 
+def auth_warning(app: FastAPI) -> str | None:
+    auth: Authenticator = app.state.authenticator
+    if auth.required:
+        return None
+    if auth.mode == "off":
+        return "WARNING: API authentication is off (SCALEAHEAD_API_AUTH=off)."
+    return (
+        "WARNING: no API key exists, so the API is open to anyone who can reach it. "
+        "Create one with `scaleahead apikey create --name <consumer> --scope read` "
+        "(auth turns on at once) or set SCALEAHEAD_API_AUTH=on."
+    )
+
+
 def serve(
-    settings: Settings | None = None, host: str | None = None, port: int | None = None
+    settings: Settings | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    grpc_port: int | None = None,
 ) -> None:
-    """Run the API with uvicorn until interrupted."""
+    """Run REST (uvicorn) and the KEDA external scaler (gRPC) until interrupted.
+
+    Prints the REST URL on the first line and the gRPC address on the second.
+    ``grpc_port=0`` picks a free port; a negative port disables gRPC.
+    """
+    from scaleahead.api.grpc_server import start_grpc_server
+
     settings = settings or get_settings()
     host = host or settings.api_host
     port = settings.api_port if port is None else port
+    grpc_port = settings.api_grpc_port if grpc_port is None else grpc_port
     # IPv6 literals need brackets to form a usable URL.
     url_host = f"[{host}]" if ":" in host else host
+    app = create_app(settings)
     print(f"http://{url_host}:{port}", flush=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    grpc_server = None
+    if grpc_port >= 0:
+        grpc_server, bound = start_grpc_server(app, f"{url_host}:{grpc_port}")
+        print(f"grpc://{url_host}:{bound} (KEDA external scaler)", flush=True)
+    warning = auth_warning(app)
+    if warning:
+        log.warning(warning)
+        print(warning, flush=True)
+    try:
+        # No access log: /metrics counts requests by route, and a log line per request would
+        # cost more than the request itself under autoscaler polling.
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop(grace=1)

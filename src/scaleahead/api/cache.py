@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 
+from scaleahead.api.context import ServingContext, context_fingerprint, load_context
 from scaleahead.warehouse import connect
 
 log = logging.getLogger(__name__)
@@ -164,8 +165,15 @@ class ForecastCache:
         open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
         stale_after_s: float | None = None,
         clock: Callable[[], datetime] = _now,
+        metric: str = "request_rate",
+        quantile: str = "p90",
     ) -> None:
         self.warehouse_path = warehouse_path
+        # The context (services, actuals, alerts, quality, accuracy) is reloaded whenever its
+        # fingerprint or the forecast batch changes; see scaleahead.api.context.
+        self.metric = metric
+        self.quantile = quantile
+        self._context = ServingContext()
         self.open_timeout_s = open_timeout_s
         # Also flag staleness when refreshes silently stop succeeding (e.g. a wedged thread).
         self.stale_after_s = stale_after_s
@@ -179,6 +187,10 @@ class ForecastCache:
     @property
     def snapshot(self) -> ForecastSnapshot:
         return self._snapshot
+
+    @property
+    def context(self) -> ServingContext:
+        return self._context
 
     def refresh(self) -> bool:
         """Poll the warehouse; return True when a new snapshot was loaded. Never raises."""
@@ -199,7 +211,17 @@ class ForecastCache:
             read_only=True, path=self.warehouse_path, timeout_s=self.open_timeout_s
         ) as con:
             fingerprint = self._fingerprint(con)
-            if self._snapshot.loaded and fingerprint == self._snapshot.fingerprint:
+            unchanged = self._snapshot.loaded and fingerprint == self._snapshot.fingerprint
+            rows = None
+            if not unchanged and fingerprint:
+                rows = con.execute(_LATEST_ROWS_SQL).fetchall()
+            context_fp = (context_fingerprint(con), tuple(sorted(fingerprint.items())))
+            if context_fp != self._context.fingerprint:
+                services = {r[0] for r in rows} if rows is not None else None
+                if services is None:
+                    services = set(self._snapshot.services())
+                self._context = load_context(con, context_fp, self.metric, self.quantile, services)
+            if unchanged:
                 return False
             if not fingerprint:
                 if self._snapshot.loaded:
@@ -207,7 +229,7 @@ class ForecastCache:
                     # nothing, so the previous forecasts stay up and the state is reported.
                     raise RuntimeError("serving.forecasts is empty; keeping the previous batch")
                 return False
-            rows = con.execute(_LATEST_ROWS_SQL).fetchall()
+        assert rows is not None
         self._snapshot = _build_snapshot(rows, fingerprint)
         log.info("forecast cache loaded batches %s", self._snapshot.batches())
         return True

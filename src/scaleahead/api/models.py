@@ -88,6 +88,7 @@ class MetricForecastInfo(BaseModel):
 class ServiceOut(BaseModel):
     service: str
     metrics: list[MetricForecastInfo]
+    dry_run: bool = Field(False, description="Forecast-only mode: scalers get reactive values.")
 
 
 class ServicesOut(BaseModel):
@@ -120,3 +121,109 @@ class ReadinessOut(BaseModel):
             loaded_at=status.loaded_at,
             batches=status.batches,
         )
+
+
+# --- recommendations, alerts (issue #8) ------------------------------------------------------
+
+
+class QuantilePeaks(BaseModel):
+    p50: float | None = Field(description="Peak p50 forecast over the decision window.")
+    p90: float | None = Field(description="Peak p90 forecast over the decision window.")
+    p95: float | None = Field(description="Peak p95 forecast over the decision window.")
+
+
+class ForecastBatchOut(BaseModel):
+    batch_id: str
+    model_version: str
+    created_at: datetime
+    age_s: float = Field(description="Age of the batch at decision time (seconds).")
+
+
+class ActualOut(BaseModel):
+    ds: datetime = Field(description="Start of the latest 5-minute bucket with demand (UTC).")
+    value: float = Field(description="Demand in that bucket (marts.service_demand_5m.demand).")
+
+
+class ServiceSpecOut(BaseModel):
+    capacity_per_replica: float = Field(description="Demand one replica serves at 100 %.")
+    target_utilization: float = Field(description="Planned utilization in (0, 1].")
+    min_replicas: int = Field(ge=1)
+    max_replicas: int = Field(ge=1)
+    source: str = Field(
+        description="Where the values come from: marts.services' capacity_source, or "
+        "'api_default' (derived by the API while marts.services is missing; see notes)."
+    )
+
+
+class AccuracyOut(BaseModel):
+    points: int = Field(description="Past forecast points matched with actuals (last 7 days).")
+    wape: float | None = Field(description="sum|actual - p50| / sum|actual|.")
+    upper_coverage: float | None = Field(
+        description="Share of actuals at or below the configured upper quantile."
+    )
+
+
+class WindowOut(BaseModel):
+    start: datetime
+    end: datetime
+
+
+class RecommendationOut(BaseModel):
+    """A scaling recommendation; also the KEDA metrics-api payload (see examples/)."""
+
+    service: str
+    metric: str
+    quantile: str = Field(description="Upper quantile the predictive rule used.")
+    replicas: int = Field(
+        ge=1,
+        description="Replicas to run now: the decision after scale-in stabilization. "
+        "KEDA metrics-api valueLocation: `replicas`.",
+    )
+    desired_replicas: int = Field(ge=1, description="The decision before stabilization.")
+    mode: str = Field(description="'predictive', 'reactive' (fallback) or 'dry_run'.")
+    reasons: list[str] = Field(
+        description="Why the forecast was not used or what is missing: forecast_missing, "
+        "forecast_stale, forecast_invalid, forecast_window_uncovered, quality_failed, "
+        "low_confidence, actual_missing, dry_run."
+    )
+    notes: list[str] = Field(description="Human-readable context (defaults, alerts, gate).")
+    predictive_replicas: int | None
+    reactive_replicas: int = Field(ge=1)
+    current_replicas: int | None
+    dry_run: bool
+    forecast: QuantilePeaks = Field(
+        description="Peak forecast per quantile over the window; KEDA valueLocation `forecast.p90`."
+    )
+    forecast_batch: ForecastBatchOut | None
+    actual: ActualOut | None
+    service_spec: ServiceSpecOut
+    accuracy: AccuracyOut | None
+    window: WindowOut = Field(description="[now, now + lead time + window].")
+    computed_at: datetime = Field(description="Decision time ('now').")
+    stale: bool = Field(description="True when the cache could not refresh recently.")
+
+
+class AlertOut(BaseModel):
+    alert_id: str
+    service: str
+    metric: str
+    kind: str
+    severity: str
+    status: str
+    starts_at: datetime
+    ends_at: datetime | None
+    observed: float | None
+    expected: float | None
+    score: float | None
+    reason: str
+    updated_at: datetime
+
+
+class AlertsOut(BaseModel):
+    stale: bool
+    alerts: list[AlertOut]
+
+
+class RefreshOut(BaseModel):
+    changed: bool = Field(description="True when a newer forecast batch was loaded.")
+    last_refresh_error: str | None

@@ -1,0 +1,202 @@
+"""Recommendations from the cache: the scaling policy applied to cached forecasts and context.
+
+Shared by REST, the KEDA metrics-api endpoint, the gRPC external scaler and ``/metrics``; no
+warehouse access (everything comes from :class:`~scaleahead.api.cache.ForecastCache`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from scaleahead.api.cache import ForecastCache, SeriesForecast
+from scaleahead.api.context import QUANTILES, ServiceInfo, default_spec
+from scaleahead.config import Settings
+from scaleahead.domain.scaling import (
+    ForecastSignal,
+    Recommendation,
+    ScalingPolicy,
+    Stabilizer,
+    forecast_peak,
+    recommend,
+)
+
+
+class UnknownService(KeyError):
+    pass
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat().replace("+00:00", "Z") if ts is not None else None
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+class Recommender:
+    def __init__(
+        self,
+        cache: ForecastCache,
+        settings: Settings,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if settings.scaling_quantile not in QUANTILES:
+            raise ValueError(f"scaling_quantile must be one of {QUANTILES}")
+        if settings.scaling_clock not in ("wall", "data"):
+            raise ValueError("scaling_clock must be 'wall' or 'data'")
+        self.cache = cache
+        self.settings = settings
+        self.policy = ScalingPolicy(
+            lead_time_s=settings.scaling_lead_time_s,
+            window_s=settings.scaling_window_s,
+            tolerance=settings.scaling_tolerance,
+            stabilization_window_s=settings.scaling_stabilization_s,
+            forecast_max_age_s=settings.forecast_max_age_s,
+        )
+        self.stabilizer = Stabilizer(settings.scaling_stabilization_s)
+        self._clock = clock
+        self._dry_run = set(settings.scaling_dry_run_services)
+
+    def now(self) -> datetime:
+        if self.settings.scaling_clock == "data":
+            data_end = self.cache.context.data_end
+            if data_end is not None:
+                return data_end
+        return self._clock()
+
+    def services(self) -> list[str]:
+        return sorted(set(self.cache.snapshot.services()) | self.cache.context.known_services)
+
+    def is_dry_run(self, service: str) -> bool:
+        return "*" in self._dry_run or service in self._dry_run
+
+    def service_info(self, service: str) -> ServiceInfo:
+        info = self.cache.context.services.get(service)
+        if info is not None:
+            return info
+        return ServiceInfo(default_spec(None), "api_default")
+
+    def decide(
+        self,
+        service: str,
+        metric: str | None = None,
+        quantile: str | None = None,
+        current_replicas: int | None = None,
+    ) -> tuple[Recommendation, int, dict[str, Any]]:
+        """(raw decision, stabilized replicas, inputs used) for one service."""
+        metric = metric or self.settings.demand_metric
+        quantile = quantile or self.settings.scaling_quantile
+        snapshot, context = self.cache.snapshot, self.cache.context
+        series = snapshot.get(service, metric)
+        if series is None and service not in context.known_services:
+            raise UnknownService(service)
+        now = self.now()
+        info = self.service_info(service)
+        firing = context.firing(service)
+        signal = None
+        if series is not None:
+            signal = ForecastSignal(
+                created_at=series.created_at,
+                points=[(p.ds, getattr(p, quantile)) for p in series.points],
+                quality_failed=context.quality.failed,
+                low_confidence=bool(firing),
+            )
+        actual = context.actuals.get(service) if metric == self.settings.demand_metric else None
+        decision = recommend(
+            info.spec,
+            now,
+            signal,
+            actual.value if actual else None,
+            current_replicas=current_replicas,
+            policy=self.policy,
+            dry_run=self.is_dry_run(service),
+        )
+        stable = self.stabilizer.stabilize(
+            f"{service}\x00{metric}\x00{quantile}", now, decision.replicas
+        )
+        inputs = {
+            "now": now,
+            "metric": metric,
+            "quantile": quantile,
+            "series": series,
+            "info": info,
+            "actual": actual,
+            "firing": firing,
+            "current_replicas": current_replicas,
+        }
+        return decision, stable, inputs
+
+    def peaks(self, series: SeriesForecast | None, now: datetime) -> dict[str, float | None]:
+        if series is None:
+            return dict.fromkeys(QUANTILES)
+        return {
+            q: _finite(
+                forecast_peak([(p.ds, getattr(p, q)) for p in series.points], now, self.policy)
+            )
+            for q in QUANTILES
+        }
+
+    def recommendation(
+        self,
+        service: str,
+        metric: str | None = None,
+        quantile: str | None = None,
+        current_replicas: int | None = None,
+    ) -> dict[str, Any]:
+        """The full JSON body of ``/v1/services/{service}/recommendation``."""
+        decision, stable, inputs = self.decide(service, metric, quantile, current_replicas)
+        now, series, info = inputs["now"], inputs["series"], inputs["info"]
+        context = self.cache.context
+        accuracy = context.accuracy.get(service)
+        notes = list(context.notes) if info.source == "api_default" else []
+        if context.quality.failed:
+            notes.append("latest quality-gate run failed: " + ", ".join(context.quality.failures))
+        for alert in inputs["firing"]:
+            notes.append(f"anomaly firing: {alert.kind} ({alert.severity}): {alert.reason}")
+        spec = info.spec
+        return {
+            "service": service,
+            "metric": inputs["metric"],
+            "quantile": inputs["quantile"],
+            "replicas": stable,
+            "desired_replicas": decision.replicas,
+            "mode": decision.mode.value,
+            "reasons": [r.value for r in decision.reasons],
+            "notes": notes,
+            "predictive_replicas": decision.predictive_replicas,
+            "reactive_replicas": decision.reactive_replicas,
+            "current_replicas": inputs["current_replicas"],
+            "dry_run": self.is_dry_run(service),
+            "forecast": self.peaks(series, now),
+            "forecast_batch": None
+            if series is None
+            else {
+                "batch_id": series.batch_id,
+                "model_version": series.model_version,
+                "created_at": _iso(series.created_at),
+                "age_s": round((now - series.created_at).total_seconds(), 3),
+            },
+            "actual": None
+            if inputs["actual"] is None
+            else {"ds": _iso(inputs["actual"].ds), "value": inputs["actual"].value},
+            "service_spec": {
+                "capacity_per_replica": spec.capacity_per_replica,
+                "target_utilization": spec.target_utilization,
+                "min_replicas": spec.min_replicas,
+                "max_replicas": spec.max_replicas,
+                "source": info.source,
+            },
+            "accuracy": None
+            if accuracy is None
+            else {
+                "points": accuracy.points,
+                "wape": accuracy.wape,
+                "upper_coverage": accuracy.upper_coverage,
+            },
+            "window": {"start": _iso(decision.window_start), "end": _iso(decision.window_end)},
+            "computed_at": _iso(now),
+            "stale": self.cache.status().stale,
+        }

@@ -1,0 +1,345 @@
+"""The scaling policy: forecast + latest actual -> recommended replicas (pure, no I/O).
+
+Stable API (used by the forecast API and the digital twin):
+
+- :class:`ServiceSpec` — a service's capacity model (capacity per replica, min/max replicas,
+  target utilization); ``usable_capacity = capacity_per_replica * target_utilization``.
+- :class:`ScalingPolicy` — lead time, horizon window, HPA tolerance, stabilization window,
+  maximum forecast age.
+- :class:`ForecastSignal` — the upper-quantile forecast per bucket plus its quality flags.
+- :func:`recommend` — one decision at time ``now``; returns a :class:`Recommendation`.
+- :class:`Stabilizer` — scale-in stabilization across decisions (stateful, like the HPA's).
+- :func:`predictive_replicas`, :func:`reactive_replicas`, :func:`forecast_peak` — the pieces.
+
+Rules (documented in README "Scaling policy"):
+
+1. Predictive: ``ceil(peak / usable_capacity)`` where ``peak`` is the maximum upper-quantile
+   forecast over the buckets overlapping ``[now, now + lead_time + window]``, bounded by
+   ``[min_replicas, max_replicas]``. Pass ``target_utilization=1`` for the literal
+   ``ceil(peak / capacity_per_replica)``.
+2. Reactive (Kubernetes HPA): ``ceil(current * actual / target)`` where the utilization ratio is
+   ``actual / (current * usable_capacity)``; a ratio within ``1 ± tolerance`` keeps ``current``.
+   Without a known current replica count the steady-state form ``ceil(actual / usable)`` is used.
+3. Recommendation = ``max(predictive, reactive)``: never scale in on the forecast alone.
+4. Forecast missing, stale (older than ``forecast_max_age_s`` at ``now``), quality-failed,
+   low-confidence (active anomaly), invalid (non-finite) or not covering the window: fall back
+   to reactive with ``mode="reactive"`` and the reasons.
+5. Dry-run (forecast-only) services get the reactive value as ``replicas`` and
+   ``mode="dry_run"``; the predictive value is still reported.
+6. :class:`Stabilizer`: the applied value is the maximum of the raw recommendations within the
+   stabilization window (default 300 s), so scale-out is immediate and scale-in waits.
+7. The result is always within ``[min_replicas, max_replicas]`` and ``min_replicas >= 1``:
+   never zero, never an exception for missing data.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+DEFAULT_LEAD_TIME_S = 300.0
+DEFAULT_WINDOW_S = 300.0
+DEFAULT_STEP_S = 300.0
+DEFAULT_TOLERANCE = 0.1
+DEFAULT_STABILIZATION_WINDOW_S = 300.0
+DEFAULT_FORECAST_MAX_AGE_S = 1800.0
+
+# Guard against float noise such as 100.00000000000001 / 10 -> 11 replicas.
+_EPS = 1e-9
+
+
+class Mode(StrEnum):
+    PREDICTIVE = "predictive"
+    REACTIVE = "reactive"
+    DRY_RUN = "dry_run"
+
+
+class Reason(StrEnum):
+    FORECAST_MISSING = "forecast_missing"
+    FORECAST_STALE = "forecast_stale"
+    FORECAST_INVALID = "forecast_invalid"
+    FORECAST_WINDOW_UNCOVERED = "forecast_window_uncovered"
+    QUALITY_FAILED = "quality_failed"
+    LOW_CONFIDENCE = "low_confidence"
+    ACTUAL_MISSING = "actual_missing"
+    DRY_RUN = "dry_run"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """Capacity model of one service (from ``marts.services``)."""
+
+    capacity_per_replica: float
+    min_replicas: int = 1
+    max_replicas: int = 100
+    target_utilization: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.capacity_per_replica) and self.capacity_per_replica > 0):
+            raise ValueError(f"capacity_per_replica must be > 0, got {self.capacity_per_replica}")
+        if self.min_replicas < 1:
+            raise ValueError(f"min_replicas must be >= 1, got {self.min_replicas}")
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) < min_replicas ({self.min_replicas})"
+            )
+        if not (0 < self.target_utilization <= 1):
+            raise ValueError(f"target_utilization must be in (0, 1], got {self.target_utilization}")
+
+    @property
+    def usable_capacity(self) -> float:
+        """Demand one replica should carry: capacity at the target utilization."""
+        return self.capacity_per_replica * self.target_utilization
+
+    def bound(self, replicas: int) -> int:
+        return max(self.min_replicas, min(self.max_replicas, replicas))
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingPolicy:
+    lead_time_s: float = DEFAULT_LEAD_TIME_S
+    window_s: float = DEFAULT_WINDOW_S
+    step_s: float = DEFAULT_STEP_S
+    tolerance: float = DEFAULT_TOLERANCE
+    stabilization_window_s: float = DEFAULT_STABILIZATION_WINDOW_S
+    forecast_max_age_s: float = DEFAULT_FORECAST_MAX_AGE_S
+
+    def __post_init__(self) -> None:
+        for name in ("lead_time_s", "window_s", "tolerance", "stabilization_window_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.step_s <= 0 or self.forecast_max_age_s <= 0:
+            raise ValueError("step_s and forecast_max_age_s must be > 0")
+
+
+DEFAULT_POLICY = ScalingPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastSignal:
+    """Upper-quantile forecast per bucket (bucket start, value) and its quality flags."""
+
+    created_at: datetime
+    points: Sequence[tuple[datetime, float]]
+    quality_failed: bool = False
+    low_confidence: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    replicas: int
+    mode: Mode
+    reasons: tuple[Reason, ...]
+    predictive_replicas: int | None
+    reactive_replicas: int
+    forecast_peak: float | None
+    window_start: datetime
+    window_end: datetime
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "replicas": self.replicas,
+            "mode": self.mode.value,
+            "reasons": [r.value for r in self.reasons],
+            "predictive_replicas": self.predictive_replicas,
+            "reactive_replicas": self.reactive_replicas,
+            "forecast_peak": self.forecast_peak,
+            "window_start": self.window_start.isoformat(),
+            "window_end": self.window_end.isoformat(),
+        }
+
+
+def _ceil(value: float) -> int:
+    return max(0, math.ceil(value - _EPS))
+
+
+def forecast_window(
+    now: datetime, policy: ScalingPolicy = DEFAULT_POLICY
+) -> tuple[datetime, datetime]:
+    return now, now + timedelta(seconds=policy.lead_time_s + policy.window_s)
+
+
+def forecast_peak(
+    points: Iterable[tuple[datetime, float]],
+    now: datetime,
+    policy: ScalingPolicy = DEFAULT_POLICY,
+) -> float | None:
+    """Max value over buckets ``[ds, ds + step)`` overlapping ``[now, now + lead + window]``.
+
+    None when no bucket overlaps (the forecast does not cover the window).
+    """
+    start, end = forecast_window(now, policy)
+    step = timedelta(seconds=policy.step_s)
+    values = [v for ds, v in points if ds <= end and ds + step > start]
+    return max(values) if values else None
+
+
+def predictive_replicas(peak: float, spec: ServiceSpec) -> int:
+    """``ceil(peak / usable_capacity)`` bounded by the spec; negative peaks count as zero."""
+    return spec.bound(_ceil(max(peak, 0.0) / spec.usable_capacity))
+
+
+def reactive_replicas(
+    actual: float | None,
+    spec: ServiceSpec,
+    current_replicas: int | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> int:
+    """The Kubernetes HPA rule on the latest actual demand, bounded by the spec.
+
+    Without an actual, hold ``current_replicas`` (or ``min_replicas`` when that is unknown too).
+    """
+    if actual is None or not math.isfinite(actual):
+        return spec.bound(current_replicas if current_replicas else spec.min_replicas)
+    actual = max(actual, 0.0)
+    if not current_replicas or current_replicas < 1:
+        return spec.bound(_ceil(actual / spec.usable_capacity))
+    ratio = actual / (current_replicas * spec.usable_capacity)
+    if abs(ratio - 1.0) <= tolerance:
+        return spec.bound(current_replicas)
+    return spec.bound(_ceil(current_replicas * ratio))
+
+
+def recommend(
+    spec: ServiceSpec,
+    now: datetime,
+    forecast: ForecastSignal | None,
+    actual: float | None,
+    current_replicas: int | None = None,
+    policy: ScalingPolicy = DEFAULT_POLICY,
+    dry_run: bool = False,
+) -> Recommendation:
+    """One scaling decision at ``now`` (before stabilization; see :class:`Stabilizer`)."""
+    start, end = forecast_window(now, policy)
+    reactive = reactive_replicas(actual, spec, current_replicas, policy.tolerance)
+    reasons: list[Reason] = []
+    if actual is None or not math.isfinite(actual):
+        reasons.append(Reason.ACTUAL_MISSING)
+
+    peak: float | None = None
+    predictive: int | None = None
+    usable = forecast is not None
+    if forecast is None:
+        reasons.append(Reason.FORECAST_MISSING)
+    else:
+        age_s = (now - forecast.created_at).total_seconds()
+        if age_s > policy.forecast_max_age_s:
+            reasons.append(Reason.FORECAST_STALE)
+            usable = False
+        if forecast.quality_failed:
+            reasons.append(Reason.QUALITY_FAILED)
+            usable = False
+        if forecast.low_confidence:
+            reasons.append(Reason.LOW_CONFIDENCE)
+            usable = False
+        peak = forecast_peak(forecast.points, now, policy)
+        if peak is None:
+            reasons.append(Reason.FORECAST_WINDOW_UNCOVERED)
+            usable = False
+        elif not math.isfinite(peak):
+            reasons.append(Reason.FORECAST_INVALID)
+            usable = False
+            peak = None
+        if peak is not None:
+            predictive = predictive_replicas(peak, spec)
+
+    if dry_run:
+        reasons.insert(0, Reason.DRY_RUN)
+        return Recommendation(
+            reactive, Mode.DRY_RUN, tuple(reasons), predictive, reactive, peak, start, end
+        )
+    if usable and predictive is not None:
+        return Recommendation(
+            max(predictive, reactive),
+            Mode.PREDICTIVE,
+            tuple(reasons),
+            predictive,
+            reactive,
+            peak,
+            start,
+            end,
+        )
+    return Recommendation(
+        reactive, Mode.REACTIVE, tuple(reasons), predictive, reactive, peak, start, end
+    )
+
+
+@dataclass
+class _History:
+    # (time_s, replicas), values strictly decreasing from front to back: a monotonic max-queue.
+    entries: deque[tuple[float, int]] = field(default_factory=deque)
+
+
+class Stabilizer:
+    """Scale-in stabilization (HPA ``behavior.scaleDown.stabilizationWindowSeconds``).
+
+    ``stabilize(key, now, replicas)`` records the raw recommendation and returns the maximum of
+    the raw recommendations recorded for ``key`` within ``(now - window, now]``: increases apply
+    at once, decreases only after every higher recommendation has left the window. Memory per
+    key is bounded by the number of distinct decreasing values in the window. Thread-safe.
+    """
+
+    def __init__(self, window_s: float = DEFAULT_STABILIZATION_WINDOW_S) -> None:
+        if window_s < 0:
+            raise ValueError("window_s must be >= 0")
+        self.window_s = window_s
+        self._histories: dict[str, _History] = {}
+        self._lock = threading.Lock()
+
+    def stabilize(self, key: str, now: datetime, replicas: int) -> int:
+        t = now.timestamp()
+        with self._lock:
+            history = self._histories.get(key)
+            if history is None:
+                history = self._histories[key] = _History()
+            entries = history.entries
+            # Recommendations made at this same instant stay, even with a zero window.
+            while entries and entries[0][0] <= t - self.window_s and entries[0][0] < t:
+                entries.popleft()
+            while entries and entries[-1][1] <= replicas:
+                entries.pop()
+            entries.append((t, replicas))
+            return entries[0][1]
+
+    def peek(self, key: str, now: datetime) -> int | None:
+        """The stabilized value without recording a new recommendation."""
+        t = now.timestamp()
+        with self._lock:
+            history = self._histories.get(key)
+            if history is None:
+                return None
+            live = [r for ts, r in history.entries if ts > t - self.window_s or ts == t]
+            return max(live) if live else None
+
+
+@dataclass(frozen=True, slots=True)
+class Accuracy:
+    """How a service's past forecasts did against the actuals (for dry-run reports)."""
+
+    points: int
+    wape: float | None  # sum |actual - p50| / sum |actual|
+    upper_coverage: float | None  # share of actuals <= the upper quantile
+
+
+def forecast_accuracy(pairs: Iterable[tuple[float, float, float]]) -> Accuracy:
+    """``pairs`` of (actual, p50, upper) -> :class:`Accuracy`."""
+    n = 0
+    abs_err = 0.0
+    abs_actual = 0.0
+    covered = 0
+    for actual, p50, upper in pairs:
+        if not (math.isfinite(actual) and math.isfinite(p50) and math.isfinite(upper)):
+            continue
+        n += 1
+        abs_err += abs(actual - p50)
+        abs_actual += abs(actual)
+        covered += actual <= upper
+    if n == 0:
+        return Accuracy(0, None, None)
+    wape = abs_err / abs_actual if abs_actual > 0 else None
+    return Accuracy(n, wape, covered / n)
