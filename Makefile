@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help setup demo test test-fast bench lint format clean
+.PHONY: help setup demo test test-fast bench lint format clean proto openapi
 
 help:
 	@echo "make demo    run the main job end to end (generate -> Airflow DAGs -> API)"
@@ -38,3 +38,11 @@ format: setup
 
 clean:
 	rm -rf warehouse/landing warehouse/*.duckdb* warehouse/mlflow warehouse/airflow warehouse/reports warehouse/dbt warehouse/labels warehouse/gx*
+
+# Regenerate the KEDA external scaler gRPC modules (tests/test_grpc.py checks they are current).
+proto: setup
+	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --grpc_python_out=src src/scaleahead/api/externalscaler/externalscaler.proto
+
+# Rewrite the committed OpenAPI contract (tests/test_api_scaling.py checks it matches the app).
+openapi: setup
+	$(BIN)/python -m scaleahead.api.openapi

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -126,12 +127,65 @@ def publish() -> None:
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="REST port (default from settings).")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(help="KEDA external scaler gRPC port (default 50051; -1 disables)."),
+    ] = None,
 ) -> None:
-    """Serve the forecast API (REST, OpenAPI at /openapi.json) until Ctrl-C."""
+    """Serve the API (REST + KEDA external scaler over gRPC) until Ctrl-C; addresses printed."""
     from scaleahead.api.app import serve as run_serve
 
-    _run(lambda: run_serve(host=host, port=port))
+    _run(lambda: run_serve(host=host, port=port, grpc_port=grpc_port))
+
+
+apikey_app = typer.Typer(help="API keys (hashed at rest; the key is printed once).")
+app.add_typer(apikey_app, name="apikey")
+
+
+class KeyScope(StrEnum):
+    read = "read"
+    admin = "admin"
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Option(help="Consumer name, e.g. keda-prod.")],
+    scope: Annotated[KeyScope, typer.Option(help="read or admin.")] = KeyScope.read,
+) -> None:
+    """Create a key and print it once (store it in your secret manager)."""
+    from scaleahead.api.keys import KeyStore
+    from scaleahead.config import get_settings
+
+    store = KeyStore(get_settings().api_keys_path)
+    record, key = _run(lambda: store.create(name, scope.value))
+    typer.echo(key)
+    typer.echo(
+        f"created key {record.id} ({record.name}, scope {record.scope}); it is not shown again",
+        err=True,
+    )
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """List keys (id, name, scope, created, revoked); never the key itself."""
+    from scaleahead.api.keys import KeyStore
+    from scaleahead.config import get_settings
+
+    keys = _run(lambda: KeyStore(get_settings().api_keys_path).list())
+    _print_report({"keys": [k.public() for k in keys]})
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(
+    key: Annotated[str, typer.Argument(help="Key id, or a name (revokes all its keys).")],
+) -> None:
+    """Revoke keys; running servers stop accepting them within about a second."""
+    from scaleahead.api.keys import KeyStore
+    from scaleahead.config import get_settings
+
+    revoked = _run(lambda: KeyStore(get_settings().api_keys_path).revoke(key))
+    _print_report({"revoked": [k.public() for k in revoked]})
 
 
 class OutputFormat(StrEnum):
@@ -170,6 +224,16 @@ def sql(
 
 
 @app.command()
+def shell() -> None:
+    """Interactive read-only SQL session on the warehouse (DuckLake; writes refused)."""
+    from scaleahead.warehouse.shell import run_shell
+
+    failures = _run(lambda: run_shell())
+    if failures and not sys.stdin.isatty():
+        raise typer.Exit(1)
+
+
+@app.command()
 def demo(
     services: Annotated[int, typer.Option(min=1)] = 50,
     days: Annotated[int, typer.Option(min=2)] = 14,
@@ -194,6 +258,88 @@ def bench(
 
     for name, figures in _run(lambda: run_benchmarks(area)).items():
         typer.echo(f"{name}: {json.dumps(figures, default=str)}")
+
+
+@app.command()
+def detect(
+    input_dir: Annotated[Path, typer.Argument(help="Folder searched for *.csv (timestamp,value).")],
+    output_dir: Annotated[Path, typer.Argument(help="Output folder (same relative paths).")],
+) -> None:
+    """Score every CSV with the causal anomaly detector: timestamp,value,anomaly_score."""
+    from scaleahead.anomaly.benchmark import detect_dir
+
+    _print_report(_run(lambda: detect_dir(input_dir, output_dir)))
+
+
+benchmark_app = typer.Typer(help="Benchmarks against public reference data.", no_args_is_help=True)
+app.add_typer(benchmark_app, name="benchmark")
+
+
+@benchmark_app.command("nab")
+def benchmark_nab(
+    data: Annotated[
+        Path | None, typer.Option(help="NAB folder (default: <shared_data_dir>/nab).")
+    ] = None,
+) -> None:
+    """Detect on the NAB subset, score the three profiles, write benchmarks/results/nab.json."""
+    from scaleahead.anomaly.benchmark import run_nab, table
+    from scaleahead.bench.runner import scratch_root, write_result
+    from scaleahead.config import get_settings
+
+    settings = get_settings()
+    folder = data or settings.shared_data_dir / "nab"
+    figures = _run(lambda: run_nab(folder, Path(scratch_root(settings)) / "nab"))
+    write_result("nab", figures, settings)
+    typer.echo(table(figures))
+    typer.echo(f"results: {settings.benchmarks_dir / 'nab.json'}")
+
+
+@benchmark_app.command("m4-hourly")
+def benchmark_m4_hourly(
+    data: Annotated[
+        Path | None, typer.Option(help="M4 folder (default: <shared_data_dir>/m4).")
+    ] = None,
+    validation: Annotated[
+        bool,
+        typer.Option(
+            "--validation",
+            help="Score on windows held out inside Hourly-train (never reads the test file).",
+        ),
+    ] = False,
+) -> None:
+    """Train on M4 Hourly-train, forecast 48 h, score sMAPE/MASE/OWA vs Hourly-test and the
+    published entries; write benchmarks/results/m4_hourly.json."""
+    from scaleahead.bench.runner import write_result
+    from scaleahead.config import get_settings
+    from scaleahead.forecasting import m4
+    from scaleahead.forecasting.config import load_config, profile_path
+
+    settings = get_settings()
+    folder = data or settings.shared_data_dir / "m4"
+    config = _run(lambda: load_config(profile_path("hourly", settings)))
+    figures = _run(lambda: m4.run(folder, config, validation=validation))
+    area = "m4_hourly_validation" if validation else "m4_hourly"
+    write_result(area, figures, settings)
+    typer.echo(m4.table(figures))
+    typer.echo(f"results: {settings.benchmarks_dir / f'{area}.json'}")
+
+
+@app.command()
+def forecast(
+    input: Annotated[Path, typer.Option("--input", help="CSV or Parquet: unique_id, ds, y.")],
+    horizon: Annotated[int, typer.Option("--horizon", help="Steps to forecast per series.")],
+    freq: Annotated[str, typer.Option("--freq", help="Step: 5m, 1h, 1d, or 5min, h, D.")],
+    output: Annotated[Path, typer.Option("--output", help="CSV or Parquet to write.")],
+    season: Annotated[
+        int | None, typer.Option("--season", help="Season length in steps (default from freq).")
+    ] = None,
+) -> None:
+    """Forecast any regular series: writes unique_id, ds, yhat, yhat_p50, yhat_p90, yhat_p95
+    for the H steps after each series' last timestamp."""
+    from scaleahead.forecasting.offline import forecast_file
+
+    report = _run(lambda: forecast_file(input, horizon, freq, output, season))
+    _print_report(report.as_dict())
 
 
 if __name__ == "__main__":

@@ -37,11 +37,22 @@ class Settings(BaseSettings):
     landing_dir: Path | None = None
     # Service catalog CSVs (service, tier, capacity_per_replica, min_replicas, max_replicas).
     catalog_dir: Path | None = None
+    # The warehouse is a DuckLake (catalog + Parquet data files). warehouse_path is the SQLite
+    # catalog file (default warehouse/lake/catalog.sqlite); set catalog_url to a PostgreSQL
+    # connection (postgresql://user@host:port/db or libpq "dbname=... host=...") for a
+    # multi-host catalog. Data files go to lake_data_dir (default: <catalog folder>/data);
+    # DuckDB extensions are installed from the duckdb-extension-* wheels into
+    # duckdb_extension_dir (default warehouse/duckdb_extensions), never downloaded.
     warehouse_path: Path | None = None
+    catalog_url: str | None = None
+    lake_data_dir: Path | None = None
+    duckdb_extension_dir: Path | None = None
     dbt_project_dir: Path = Path("dbt")
     dags_dir: Path = Path("dags")
     ml_config: Path = Path("ml/forecast.yaml")
     quality_config: Path = Path("ml/quality.yaml")
+    # Ingest sources beyond the landing folder: Prometheus query sets, NAB-style CSV mappings.
+    ingest_config: Path = Path("ml/ingest.yaml")
     mlflow_dir: Path | None = None
     airflow_home: Path | None = None
     gx_docs_dir: Path | None = None
@@ -58,6 +69,31 @@ class Settings(BaseSettings):
     # How often the API checks the warehouse for a newer forecast batch.
     api_refresh_interval_s: float = 15.0
 
+    # Prometheus Alertmanager base URL for anomaly alerts (e.g. http://127.0.0.1:9093);
+    # unset: alerts are written to serving.alerts only and delivery is skipped.
+    alertmanager_url: str | None = None
+    # KEDA external scaler (gRPC) port; `scaleahead serve` starts it beside the REST API.
+    api_grpc_port: int = 50051
+    # API keys (hashed) live in this JSON file. Auth: "auto" = required as soon as one active
+    # key exists, "on" = always required (no key = every request refused), "off" = never.
+    api_keys_path: Path | None = None
+    api_auth: str = "auto"
+    # Token bucket per API key (per client address when auth is off): refill rate and burst.
+    api_rate_limit_rps: float = 100.0
+    api_rate_limit_burst: int = 200
+    # Scaling policy (scaleahead.domain.scaling): a forecast older than this is stale.
+    forecast_max_age_s: float = 1800.0
+    scaling_lead_time_s: float = 300.0
+    scaling_window_s: float = 300.0
+    scaling_stabilization_s: float = 300.0
+    scaling_tolerance: float = 0.1
+    scaling_quantile: str = "p90"
+    # Services in forecast-only (dry-run) mode; "*" = all.
+    scaling_dry_run_services: list[str] = []
+    # "wall": now is the wall clock (production). "data": now is the end of the latest actual
+    # bucket, for replaying historical or synthetic data (the demo).
+    scaling_clock: str = "wall"
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:
         self.home = self.home.resolve()
@@ -68,11 +104,13 @@ class Settings(BaseSettings):
         inside_warehouse = {
             "landing_dir": "landing",
             "catalog_dir": "catalog",
-            "warehouse_path": "scaleahead.duckdb",
+            "warehouse_path": "lake/catalog.sqlite",
+            "duckdb_extension_dir": "duckdb_extensions",
             "mlflow_dir": "mlflow",
             "airflow_home": "airflow",
             "gx_docs_dir": "gx_docs",
             "reports_dir": "reports",
+            "api_keys_path": "api_keys.json",
         }
         for name, default in inside_warehouse.items():
             value = getattr(self, name)

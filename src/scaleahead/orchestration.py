@@ -15,6 +15,7 @@ RAW_TELEMETRY = Asset(name="raw_telemetry", uri="scaleahead://warehouse/raw/tele
 DEMAND_MART = Asset(name="service_demand_5m", uri="scaleahead://warehouse/marts/service_demand_5m")
 CHAMPION_MODEL = Asset(name="demand_model_champion", uri="scaleahead://mlflow/demand/champion")
 FORECASTS = Asset(name="forecasts", uri="scaleahead://warehouse/serving/forecasts")
+ALERTS = Asset(name="alerts", uri="scaleahead://warehouse/serving/alerts")
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 

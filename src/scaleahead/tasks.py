@@ -18,10 +18,11 @@ class GateBlocked(RuntimeError):
 
 
 def ingest(as_of: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
-    from scaleahead.ingest.loader import ingest_landing
+    """Landing folder + configured Prometheus sources + service catalog (``ingest.run_ingest``)."""
+    from scaleahead.ingest.loader import run_ingest
 
     settings = settings or get_settings()
-    return reports.save("ingest", ingest_landing(settings=settings, as_of=as_of), settings)
+    return reports.save("ingest", run_ingest(settings=settings, as_of=as_of), settings)
 
 
 def transform(
@@ -70,3 +71,10 @@ def publish(created_at: datetime | None = None, settings: Settings | None = None
     settings = settings or get_settings()
     report = publish_forecasts(settings=settings, created_at=created_at)
     return reports.save("publish", report, settings)
+
+
+def alerts(now: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    from scaleahead.anomaly.stage import run_alerts
+
+    settings = settings or get_settings()
+    return reports.save("alerts", run_alerts(settings=settings, now=now), settings)

@@ -3,7 +3,9 @@
 Every call writes a new run folder ``<landing>/<run_id>/`` (never overwriting) holding
 per-day files in three formats plus a late-arrivals file and a re-delivery file per format.
 The ground truth (labelled incidents, a service dimension with capacities) goes outside the
-landing folder, to ``<warehouse>/labels/<run_id>/``, so ingest never picks it up.
+landing folder, to ``<warehouse>/labels/<run_id>/``, so ingest never picks it up; the service
+dimension is also written to the service catalog (``<catalog_dir>/<run_id>-services.csv``),
+which ingest loads into ``raw.service_catalog``.
 
 The whole series is computed as ``(services, minutes)`` numpy matrices; Python loops only
 run over events (bursts, incidents, gaps), never over rows.
@@ -65,10 +67,12 @@ class GenerationResult:
     rows_written: int = 0
     services: int = 0
     incidents: int = 0
+    catalog_file: Path | None = None
 
     def as_dict(self) -> dict:
         out = asdict(self)
         out["run_dir"] = str(self.run_dir)
+        out["catalog_file"] = str(self.catalog_file) if self.catalog_file else None
         out["labels_dir"] = str(self.labels_dir)
         out["files"] = [str(p) for p in self.files]
         return out
@@ -445,6 +449,11 @@ def generate(
             result.rows_written += rows.size
 
     _write_labels(labels_dir, p, capacity, incidents, start)
+    # The service catalog copy ingest loads into raw.service_catalog (contracts.md).
+    settings.catalog_dir.mkdir(parents=True, exist_ok=True)
+    catalog = settings.catalog_dir / f"{run_id}-services.csv"
+    catalog.write_bytes((labels_dir / "services.csv").read_bytes())
+    result.catalog_file = catalog
     result.incidents = len(incidents)
     log.info(
         "generated %s: %d services x %d days, %d rows in %d files, %d incidents",
