@@ -23,11 +23,18 @@ import pandas as pd
 
 from scaleahead.config import Settings, get_settings
 from scaleahead.quality.suites import (
+    BUCKET_COMPLETE,
+    BUCKET_PRESENT,
     DEMAND_STARTED,
+    FORECAST_COLUMNS,
+    FORECAST_SUITE,
     MART_SUITE,
+    PER_SERVICE,
     RAW_SUITE,
     SERVICE_LAST_DS,
+    SERVICE_STEPS,
     VALUE_FINITE,
+    VOLUME_RATIO,
     Check,
     QualityConfig,
     SuiteContext,
@@ -40,6 +47,7 @@ from scaleahead.warehouse import connect, read_sql
 log = logging.getLogger(__name__)
 
 BUCKET = timedelta(minutes=5)
+_EPOCH = datetime(1970, 1, 1)
 _MAX_OBSERVED_CHARS = 2000
 
 
@@ -65,6 +73,8 @@ class CheckResult:
     success: bool
     severity: str
     observed: str
+    per_service: bool = False
+    services: tuple[str, ...] = ()
 
 
 @dataclass
@@ -72,10 +82,15 @@ class QualityReport:
     run_id: str
     window_start: str | None
     window_end: str | None
+    checkpoint: str = "full"
     suites: list[SuiteSummary] = field(default_factory=list)
     checks_evaluated: int = 0
     checks_passed: int = 0
     blocking: bool = False
+    reason: str | None = None
+    services_checked: int = 0
+    # service -> error-severity per-service checks it failed: held back, the rest go on.
+    quarantined: dict[str, list[str]] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
     data_docs: str | None = None
     elapsed_s: float = 0.0
@@ -117,54 +132,145 @@ def _read(settings: Settings, query: str, params: list) -> pd.DataFrame:
         raise QualityError(f"quality gate cannot read its input: {reason}") from exc
 
 
-def load_raw(settings: Settings, start: datetime | None, end: datetime | None) -> pd.DataFrame:
-    """Raw samples in the window: sampled in it, or ingested in it (catches far-off ts)."""
-    by_ts, ts_params = _between("ts", start, end)
-    by_load, load_params = _between("ingested_at", start, end)
-    frame = _read(
-        settings,
-        "SELECT service, metric, ts, value, labels, batch_id, ingested_at FROM raw.telemetry "
-        f"WHERE ({by_ts}) OR ({by_load})",
-        ts_params + load_params,
-    )
+def load_raw(
+    settings: Settings,
+    start: datetime | None,
+    end: datetime | None,
+    batch_ids: list[str] | None = None,
+) -> pd.DataFrame:
+    """Raw samples under test: the given batches (the increment just ingested), else those
+    sampled or ingested in the window (the latter catches far-off timestamps)."""
+    if batch_ids is not None:
+        marks = ", ".join("?" for _ in batch_ids) or "NULL"
+        frame = _read(
+            settings,
+            "SELECT service, metric, ts, value, labels, batch_id, ingested_at FROM raw.telemetry "
+            f"WHERE batch_id IN ({marks})",
+            list(batch_ids),
+        )
+    else:
+        by_ts, ts_params = _between("ts", start, end)
+        by_load, load_params = _between("ingested_at", start, end)
+        frame = _read(
+            settings,
+            "SELECT service, metric, ts, value, labels, batch_id, ingested_at FROM raw.telemetry "
+            f"WHERE ({by_ts}) OR ({by_load})",
+            ts_params + load_params,
+        )
     frame[VALUE_FINITE] = np.isfinite(frame["value"].to_numpy(dtype="float64", na_value=np.nan))
     return frame
 
 
-def load_mart(settings: Settings, start: datetime | None, end: datetime | None) -> pd.DataFrame:
-    """Mart rows in the window plus the derived columns the mart suite checks."""
-    where, params = _between("ds", start, end)
-    # Whether a series has started depends on history before the window.
-    frame = _read(
-        settings,
-        "WITH m AS (SELECT *, count(request_rate) OVER ("
-        "  PARTITION BY service ORDER BY ds ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
-        f") > 0 AS {DEMAND_STARTED} FROM marts.service_demand_5m) "
-        f"SELECT * FROM m WHERE {where} ORDER BY service, ds",
-        params,
-    )
-    frame[SERVICE_LAST_DS] = frame.groupby("service")["ds"].transform("max")
-    return frame
+_MART_SQL = (
+    "SELECT m.service, m.ds, m.request_rate, m.cpu_cores, m.latency_ms, m.samples, m.is_gap, "
+    "m.demand, lw.demand AS demand_last_week FROM marts.service_demand_5m AS m "
+    "LEFT JOIN marts.service_demand_5m AS lw "
+    "ON lw.service = m.service AND lw.ds = m.ds - INTERVAL 7 DAY "
+    "WHERE {where} ORDER BY m.service, m.ds"
+)
 
 
-def mart_context(
-    settings: Settings, frame: pd.DataFrame, end: datetime | None, config: QualityConfig
-) -> tuple[tuple[str, ...], datetime | None]:
-    """Services expected in the window and the cutoff their latest bucket must reach."""
-    where, params = _between("ds", None, end)
-    known = _read(
+def _known_services(settings: Settings, end: datetime | None) -> tuple[str, ...]:
+    """Active services: the small service dimension when dbt built it, else the mart's."""
+    try:
+        known = read_sql(
+            "SELECT service FROM marts.services ORDER BY 1", path=settings.warehouse_path
+        )
+    except duckdb.Error:
+        where, params = _between("ds", None, end)
+        known = _read(
+            settings,
+            f"SELECT DISTINCT service FROM marts.service_demand_5m WHERE {where} ORDER BY 1",
+            params,
+        )
+    return tuple(str(s) for s in known["service"])
+
+
+def _demand_started(settings: Settings, frame: pd.DataFrame) -> pd.Series:
+    """Whether each row's service had a request_rate sample by then (NULL demand is fine before).
+
+    Only services with a NULL demand in the window need their history looked up."""
+    started = frame["demand"].notna()
+    pending = frame.loc[~started, "service"].unique().tolist()
+    if not pending:
+        return started
+    marks = ", ".join("?" for _ in pending)
+    first = _read(
         settings,
-        f"SELECT DISTINCT service FROM marts.service_demand_5m WHERE {where} ORDER BY 1",
-        params,
+        "SELECT service, min(ds) AS first_ds FROM marts.service_demand_5m "
+        f"WHERE request_rate IS NOT NULL AND service IN ({marks}) GROUP BY service",
+        pending,
     )
+    first_ds = frame["service"].map(dict(zip(first["service"], first["first_ds"], strict=True)))
+    return started | (first_ds.notna() & (frame["ds"] >= first_ds))
+
+
+def _grid(frame: pd.DataFrame, services: tuple[str, ...], start: datetime | None) -> pd.DataFrame:
+    """Add a row for every (service, bucket) the mart lacks between the window start (or the
+    service's first bucket) and the mart's latest bucket in the window."""
+    frame = frame.assign(**{BUCKET_PRESENT: True})
+    if frame.empty and not services:
+        return frame
+    last = frame["ds"].max() if not frame.empty else None
+    if last is None or pd.isna(last):
+        # Nothing in the window at all: every active service is missing from it.
+        empty = pd.DataFrame({"service": list(services), "ds": pd.NaT, BUCKET_PRESENT: False})
+        return pd.concat([frame, empty], ignore_index=True)
+    first_seen = frame.groupby("service")["ds"].min()
+    floor = pd.Timestamp(start) if start is not None else None
+    rows = []
+    for service in sorted(set(services) | set(first_seen.index)):
+        begin = floor if floor is not None else first_seen.get(service, last)
+        rows.append(
+            pd.DataFrame({"service": service, "ds": pd.date_range(begin, last, freq=BUCKET)})
+        )
+    grid = pd.concat(rows, ignore_index=True)
+    grid["ds"] = grid["ds"].astype(frame["ds"].dtype)
+    merged = grid.merge(frame.drop_duplicates(["service", "ds"]), on=["service", "ds"], how="left")
+    merged[BUCKET_PRESENT] = merged[BUCKET_PRESENT].eq(True)
+    # Duplicated keys stay in the frame under test so the uniqueness check sees them.
+    dups = frame[frame.duplicated(["service", "ds"], keep="first")]
+    return pd.concat([merged, dups], ignore_index=True)
+
+
+def load_mart(
+    settings: Settings,
+    start: datetime | None,
+    end: datetime | None,
+    config: QualityConfig | None = None,
+) -> tuple[pd.DataFrame, tuple[str, ...], datetime | None]:
+    """Mart rows of the window on a full (service x bucket) grid with the derived columns the
+    suite checks, the active services and the freshness cutoff.
+
+    Reads the window, its freshness lookback and the same buckets one week earlier, so the
+    cost follows the increment, not the table."""
+    config = config or QualityConfig()
+    lookback = BUCKET * config.freshness_intervals
+    read_from = start - lookback if start is not None else None
+    where, params = _between("m.ds", read_from, end)
+    frame = _read(settings, _MART_SQL.format(where=where), params)
+    known = _known_services(settings, end)
+
     reference = end
     if reference is None and not frame.empty:
-        # Without a window, "recent" is relative to the freshest service, not the wall clock.
+        # Without a window, "recent" is relative to the freshest bucket, not the wall clock.
         reference = pd.Timestamp(frame["ds"].max()).to_pydatetime() + BUCKET
-    cutoff = None
-    if reference is not None:
-        cutoff = reference - timedelta(minutes=config.recent_data_max_age_minutes)
-    return tuple(known["service"]), cutoff
+    cutoff = reference - lookback if reference is not None else None
+
+    complete = frame[frame["is_gap"].eq(False) & frame["request_rate"].notna()]
+    last_complete = complete.groupby("service")["ds"].max()
+    if start is not None:
+        frame = frame[frame["ds"] >= start]
+    frame = _grid(frame, known, start)
+    # Missing buckets are the completeness check's business, not the NULL-demand check's.
+    frame[DEMAND_STARTED] = _demand_started(settings, frame) & frame[BUCKET_PRESENT]
+    frame[BUCKET_COMPLETE] = frame[BUCKET_PRESENT] & frame["is_gap"].eq(False)
+    # A service without any complete bucket in the lookback is as stale as it gets.
+    last_ds = pd.to_datetime(frame["service"].map(dict(last_complete.items())))
+    frame[SERVICE_LAST_DS] = last_ds.fillna(pd.Timestamp(_EPOCH))
+    base = frame["demand_last_week"].where(frame["demand_last_week"] >= config.volume_min_demand)
+    frame[VOLUME_RATIO] = (frame["demand"] / base).astype("float64")
+    return frame.reset_index(drop=True), known, cutoff
 
 
 # --- Great Expectations ----------------------------------------------------------------------
@@ -216,7 +322,13 @@ def _run_checkpoint(
         gx.Checkpoint(
             name=f"{suite}_checkpoint",
             validation_definitions=[validation],
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
+            # COMPLETE + the service column: a failure lists the services at fault.
+            result_format={
+                "result_format": "COMPLETE",
+                "partial_unexpected_count": 5,
+                "unexpected_index_column_names": ["service"],
+                "return_unexpected_index_query": False,
+            },
         )
     )
     run = gx.RunIdentifier(run_name=run_id, run_time=datetime.now(UTC))
@@ -275,7 +387,17 @@ def _column(kwargs: dict[str, Any]) -> str | None:
         return str(kwargs["column"])
     if kwargs.get("column_list"):
         return ",".join(map(str, kwargs["column_list"]))
+    if kwargs.get("column_A"):
+        return f"{kwargs['column_A']},{kwargs['column_B']}"
     return None
+
+
+def _failing_services(result: Any) -> tuple[tuple[str, ...], bool]:
+    """Services named by a failed row-level check, and whether some failing row had none."""
+    rows = (result.result or {}).get("unexpected_index_list") or []
+    services = {r.get("service") for r in rows if isinstance(r, dict)}
+    keyless = any(s is None or (isinstance(s, float) and np.isnan(s)) for s in services)
+    return tuple(sorted(str(s) for s in services if isinstance(s, str))), keyless
 
 
 def collect(suite: str, checkpoint_result: Any) -> list[CheckResult]:
@@ -285,34 +407,130 @@ def collect(suite: str, checkpoint_result: Any) -> list[CheckResult]:
         for item in validation.results:
             config = item.expectation_config
             meta = config.meta or {}
+            name = str(meta.get("check", config.type))
+            services: tuple[str, ...] = ()
+            per_service = name in PER_SERVICE.get(suite, ())
+            if not item.success and per_service:
+                services, keyless = _failing_services(item)
+                # A bad row without a service cannot be pinned on one: the check is global.
+                per_service = bool(services) and not keyless
             results.append(
                 CheckResult(
                     suite=suite,
-                    expectation=str(meta.get("check", config.type)),
+                    expectation=name,
                     column=_column(dict(config.kwargs)),
                     success=bool(item.success),
                     severity=str(meta.get("severity", "error")),
                     observed=_observed(item),
+                    per_service=per_service,
+                    services=services,
                 )
             )
     return results
 
 
-def persist(settings: Settings, run_id: str, results: list[CheckResult]) -> None:
-    """Replace this run's rows so a retried run does not double-count."""
-    checked_at = _utcnow()
-    rows = [
-        (run_id, r.suite, r.expectation, r.column, r.success, r.observed, r.severity, checked_at)
+def quarantine_of(results: list[CheckResult]) -> dict[str, list[str]]:
+    """service -> the error-severity per-service checks it failed."""
+    out: dict[str, list[str]] = {}
+    for r in results:
+        if not r.success and r.per_service and r.severity == "error":
+            for service in r.services:
+                out.setdefault(service, []).append(f"{r.suite}.{r.expectation}")
+    return out
+
+
+def decide(
+    results: list[CheckResult],
+    quarantined: dict[str, list[str]],
+    n_services: int,
+    cfg: QualityConfig,
+) -> str | None:
+    """Why downstream must stop, or None: a global error, or too many services quarantined
+    (then the data problem is systemic, not one service's)."""
+    global_errors = [
+        f"{r.suite}.{r.expectation}"
         for r in results
+        if not r.success and r.severity == "error" and not r.per_service
+    ]
+    if global_errors:
+        return "error-severity checks failed: " + ", ".join(sorted(global_errors))
+    if quarantined and n_services and len(quarantined) / n_services > cfg.max_quarantine_fraction:
+        return (
+            f"{len(quarantined)} of {n_services} services quarantined "
+            f"(> {cfg.max_quarantine_fraction:.0%}): " + ", ".join(sorted(quarantined)[:10])
+        )
+    return None
+
+
+def persist(
+    settings: Settings,
+    report: QualityReport,
+    results: list[CheckResult],
+    quarantined: dict[str, list[str]],
+) -> None:
+    """Replace this run's rows so a retried run does not double-count.
+
+    ``quality_results`` holds one row per expectation (service NULL) plus one row per service a
+    failed per-service expectation names; ``gate_runs`` the verdict; ``quarantined_services``
+    the services held back."""
+    checked_at = _utcnow()
+    run_id = report.run_id
+    rows = []
+    for r in results:
+        rows.append(
+            (
+                run_id,
+                r.suite,
+                r.expectation,
+                r.column,
+                r.success,
+                r.observed,
+                r.severity,
+                checked_at,
+                None,
+            )
+        )
+        rows += [
+            (run_id, r.suite, r.expectation, r.column, False, None, r.severity, checked_at, svc)
+            for svc in r.services
+        ]
+    quarantine_rows = [
+        (run_id, report.checkpoint, svc, ", ".join(reasons), checked_at)
+        for svc, reasons in sorted(quarantined.items())
     ]
     with connect(path=settings.warehouse_path) as con:
         con.execute("BEGIN TRANSACTION")
-        con.execute("DELETE FROM quality.quality_results WHERE run_id = ?", [run_id])
+        for table in ("quality_results", "gate_runs", "quarantined_services"):
+            con.execute(f"DELETE FROM quality.{table} WHERE run_id = ?", [run_id])
         if rows:
             con.executemany(
                 "INSERT INTO quality.quality_results (run_id, suite, expectation, column_name, "
-                "success, observed_value, severity, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "success, observed_value, severity, checked_at, service) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
+            )
+        con.execute(
+            "INSERT INTO quality.gate_runs (run_id, checkpoint, suites, blocking, reason, "
+            "services_checked, services_quarantined, window_start, window_end, checked_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id,
+                report.checkpoint,
+                ",".join(s.name for s in report.suites),
+                report.blocking,
+                report.reason,
+                report.services_checked,
+                len(quarantined),
+                report.window_start,
+                report.window_end,
+                checked_at,
+            ],
+        )
+        if quarantine_rows:
+            con.executemany(
+                "INSERT INTO quality.quarantined_services (run_id, checkpoint, service, reasons, "
+                "quarantined_at) VALUES (?, ?, ?, ?, ?)",
+                quarantine_rows,
             )
         con.execute("COMMIT")
 
@@ -335,21 +553,68 @@ def summarise(
                 "expectation": r.expectation,
                 "column": r.column,
                 "severity": r.severity,
+                "services": list(r.services[:50]),
                 "observed": r.observed,
             }
         )
     report.suites.append(summary)
     report.checks_evaluated += summary.evaluated
     report.checks_passed += summary.passed
-    report.blocking = report.blocking or summary.failed_error > 0
     return report
 
 
-# --- entry point -----------------------------------------------------------------------------
+# --- entry points ----------------------------------------------------------------------------
+
+CHECKPOINT_SUITES: dict[str, tuple[str, ...]] = {
+    "ingest": (RAW_SUITE,),
+    "transform": (MART_SUITE,),
+    "full": (RAW_SUITE, MART_SUITE),
+    "publish": (FORECAST_SUITE,),
+}
 
 
 def _new_run_id(now: datetime) -> str:
     return f"gate-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def validate(
+    settings: Settings,
+    checkpoint: str,
+    frames: dict[str, tuple[pd.DataFrame, SuiteContext]],
+    run_id: str,
+    services: tuple[str, ...],
+    config: QualityConfig,
+    window: tuple[datetime | None, datetime | None] = (None, None),
+) -> QualityReport:
+    """Run one GX checkpoint per suite, decide, persist and build the Data Docs."""
+    started = time.perf_counter()
+    report = QualityReport(
+        run_id=run_id,
+        checkpoint=checkpoint,
+        window_start=window[0].isoformat() if window[0] else None,
+        window_end=window[1].isoformat() if window[1] else None,
+    )
+    context = _context(settings)
+    all_results: list[CheckResult] = []
+    for suite, (frame, suite_ctx) in frames.items():
+        checks = build_checks(suite, suite_ctx, config)
+        outcome = _run_checkpoint(context, suite, checks, frame, run_id)
+        results = collect(suite, outcome)
+        summarise(report, suite, len(frame), results)
+        all_results += results
+    quarantined = quarantine_of(all_results)
+    known = set(services)
+    for frame, _ in frames.values():
+        if "service" in frame:
+            known |= set(frame["service"].dropna().astype(str))
+    report.services_checked = len(known)
+    report.reason = decide(all_results, quarantined, len(known), config)
+    report.blocking = report.reason is not None
+    report.quarantined = {k: v for k, v in sorted(quarantined.items())}
+    persist(settings, report, all_results, quarantined)
+    report.data_docs = _build_docs(context, settings)
+    report.elapsed_s = round(time.perf_counter() - started, 3)
+    return report
 
 
 def run_gate(
@@ -357,45 +622,67 @@ def run_gate(
     run_id: str | None = None,
     window_start: datetime | None = None,
     window_end: datetime | None = None,
+    checkpoint: str = "full",
+    batch_ids: list[str] | None = None,
 ) -> QualityReport:
-    """Validate raw telemetry and the demand mart; persist results; report whether to block."""
-    started = time.perf_counter()
+    """Validate raw telemetry (``ingest``), the demand mart (``transform``) or both (``full``);
+    persist results and quarantined services; report whether to block downstream stages."""
+    if checkpoint not in ("ingest", "transform", "full"):
+        raise ValueError(f"unknown checkpoint {checkpoint!r}")
     settings = settings or get_settings()
     config = load_config(settings.quality_config)
     start, end = _naive_utc(window_start), _naive_utc(window_end)
     now = _utcnow()
     run_id = run_id or _new_run_id(now)
+    limit = future_limit(end, now, config)
 
-    raw = load_raw(settings, start, end)
-    mart = load_mart(settings, start, end)
-    known, cutoff = mart_context(settings, mart, end, config)
-    contexts = {
-        RAW_SUITE: (raw, SuiteContext(latest_allowed_ts=future_limit(end, now, config))),
-        MART_SUITE: (
+    frames: dict[str, tuple[pd.DataFrame, SuiteContext]] = {}
+    known: tuple[str, ...] = ()
+    if RAW_SUITE in CHECKPOINT_SUITES[checkpoint]:
+        raw = load_raw(settings, start, end, batch_ids)
+        frames[RAW_SUITE] = (raw, SuiteContext(latest_allowed_ts=limit))
+    if MART_SUITE in CHECKPOINT_SUITES[checkpoint]:
+        mart, known, cutoff = load_mart(settings, start, end, config)
+        frames[MART_SUITE] = (
             mart,
             SuiteContext(
-                latest_allowed_ts=future_limit(end, now, config),
+                latest_allowed_ts=limit,
                 known_services=known,
                 recent_cutoff=cutoff,
+                volume_max_ratio=config.volume_max_ratio,
+                volume_min_ratio=config.volume_min_ratio,
             ),
-        ),
-    }
+        )
+    return validate(settings, checkpoint, frames, run_id, known, config, (start, end))
 
-    report = QualityReport(
-        run_id=run_id,
-        window_start=start.isoformat() if start else None,
-        window_end=end.isoformat() if end else None,
+
+def forecast_frame(
+    forecasts: pd.DataFrame, active_services: list[str] | tuple[str, ...]
+) -> pd.DataFrame:
+    """The candidate forecasts plus one empty row per active service that has none."""
+    frame = forecasts[[*FORECAST_COLUMNS]].copy()
+    frame["service"] = frame["service"].astype(str)
+    frame[SERVICE_STEPS] = frame.groupby("service")["step"].transform("size").astype("int64")
+    missing = sorted(set(active_services) - set(frame["service"]))
+    if missing:
+        empty = pd.DataFrame({"service": missing, SERVICE_STEPS: 0})
+        frame = pd.concat([frame, empty], ignore_index=True)
+    return frame
+
+
+def check_forecasts(
+    forecasts: pd.DataFrame,
+    active_services: list[str] | tuple[str, ...],
+    horizon: int,
+    run_id: str,
+    settings: Settings | None = None,
+) -> QualityReport:
+    """The forecast suite on a candidate batch (before it is published): p50 <= p90 <= p95,
+    non-negative, the full horizon for every active service."""
+    settings = settings or get_settings()
+    config = load_config(settings.quality_config)
+    frame = forecast_frame(forecasts, active_services)
+    ctx = SuiteContext(latest_allowed_ts=_utcnow(), horizon=horizon)
+    return validate(
+        settings, "publish", {FORECAST_SUITE: (frame, ctx)}, run_id, tuple(active_services), config
     )
-    context = _context(settings)
-    all_results: list[CheckResult] = []
-    for suite, (frame, suite_ctx) in contexts.items():
-        checks = build_checks(suite, suite_ctx, config)
-        outcome = _run_checkpoint(context, suite, checks, frame, run_id)
-        results = collect(suite, outcome)
-        summarise(report, suite, len(frame), results)
-        all_results += results
-
-    persist(settings, run_id, all_results)
-    report.data_docs = _build_docs(context, settings)
-    report.elapsed_s = round(time.perf_counter() - started, 3)
-    return report

@@ -20,6 +20,7 @@ from great_expectations.expectations.row_conditions import Column
 SEVERITIES = ("error", "warn")
 RAW_SUITE = "raw_telemetry"
 MART_SUITE = "service_demand_5m"
+FORECAST_SUITE = "forecasts"
 
 RAW_COLUMNS = ("service", "metric", "ts", "value", "labels", "batch_id", "ingested_at")
 MART_COLUMNS = (
@@ -37,7 +38,45 @@ KNOWN_METRICS = ("request_rate", "cpu_cores", "latency_ms")
 # Columns the gate derives before validation (GX has no per-group or "finite" expectations).
 VALUE_FINITE = "value_is_finite"
 DEMAND_STARTED = "demand_started"
-SERVICE_LAST_DS = "service_last_ds"
+SERVICE_LAST_DS = "service_last_ds"  # latest complete (non-gap) bucket of the service
+BUCKET_PRESENT = "bucket_present"  # False for grid rows the mart lacks
+BUCKET_COMPLETE = "bucket_complete"  # present and not a gap
+VOLUME_RATIO = "volume_ratio"  # demand / demand of the same bucket one week earlier
+SERVICE_STEPS = "service_steps"  # forecast steps published for the row's service
+FORECAST_COLUMNS = ("service", "ds", "step", "p50", "p90", "p95")
+
+# Checks evaluated row by row on frames keyed by service: a failure names the services at
+# fault, which are quarantined instead of blocking the whole fleet. Every other check is global.
+PER_SERVICE: dict[str, frozenset[str]] = {
+    RAW_SUITE: frozenset(
+        {
+            "metric_not_null",
+            "ts_not_null",
+            "value_not_null",
+            "ingested_at_not_null",
+            "value_finite",
+            "metric_known",
+            "request_rate_non_negative",
+            "cpu_cores_non_negative",
+            "latency_ms_non_negative",
+            "ts_not_in_future",
+        }
+    ),
+    MART_SUITE: frozenset(
+        {
+            "service_ds_unique",
+            "demand_not_null",
+            "demand_non_negative",
+            "bucket_complete",
+            "service_recent_data",
+            "volume_jump",
+            "volume_drop",
+        }
+    ),
+    FORECAST_SUITE: frozenset(
+        {"p50_le_p90", "p90_le_p95", "p50_non_negative", "quantiles_not_null", "horizon_complete"}
+    ),
+}
 
 
 class QualityConfigError(ValueError):
@@ -48,7 +87,12 @@ class QualityConfigError(ValueError):
 class QualityConfig:
     default_severity: str = "error"
     future_tolerance_hours: float = 24.0
-    recent_data_max_age_minutes: float = 60.0
+    freshness_intervals: int = 12
+    mart_window_intervals: int = 12
+    volume_max_ratio: float = 5.0
+    volume_min_ratio: float = 0.05
+    volume_min_demand: float = 1.0
+    max_quarantine_fraction: float = 0.5
     severities: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def severity(self, suite: str, check: str) -> str:
@@ -62,6 +106,9 @@ class SuiteContext:
     latest_allowed_ts: datetime
     known_services: tuple[str, ...] = ()
     recent_cutoff: datetime | None = None
+    volume_max_ratio: float = 5.0
+    volume_min_ratio: float = 0.05
+    horizon: int = 1
 
 
 @dataclass(frozen=True)
@@ -98,7 +145,12 @@ def load_config(path: Path) -> QualityConfig:
     return QualityConfig(
         default_severity=default,
         future_tolerance_hours=float(thresholds.get("future_tolerance_hours", 24)),
-        recent_data_max_age_minutes=float(thresholds.get("recent_data_max_age_minutes", 60)),
+        freshness_intervals=int(thresholds.get("freshness_intervals", 12)),
+        mart_window_intervals=int(thresholds.get("mart_window_intervals", 12)),
+        volume_max_ratio=float(thresholds.get("volume_max_ratio", 5.0)),
+        volume_min_ratio=float(thresholds.get("volume_min_ratio", 0.05)),
+        volume_min_demand=float(thresholds.get("volume_min_demand", 1.0)),
+        max_quarantine_fraction=float(thresholds.get("max_quarantine_fraction", 0.5)),
         severities=severities,
     )
 
@@ -133,10 +185,14 @@ def _raw_expectations(ctx: SuiteContext) -> dict[str, gxe.Expectation]:
 def _mart_expectations(ctx: SuiteContext) -> dict[str, gxe.Expectation]:
     expectations: dict[str, gxe.Expectation] = {
         "columns_present": gxe.ExpectTableColumnsToMatchSet(
-            column_set=[*MART_COLUMNS, DEMAND_STARTED, SERVICE_LAST_DS], exact_match=True
+            column_set=[*MART_COLUMNS], exact_match=False
         ),
         "rows_present": gxe.ExpectTableRowCountToBeBetween(min_value=1),
-        "service_ds_unique": gxe.ExpectCompoundColumnsToBeUnique(column_list=["service", "ds"]),
+        # Grid rows added for missing buckets have no key of their own, so only real rows count.
+        "service_ds_unique": gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=["service", "ds"],
+            row_condition=Column(BUCKET_PRESENT) == True,  # noqa: E712
+        ),
         # Before a service's first request_rate sample there is nothing to carry forward.
         "demand_not_null": gxe.ExpectColumnValuesToNotBeNull(
             column="demand",
@@ -144,19 +200,57 @@ def _mart_expectations(ctx: SuiteContext) -> dict[str, gxe.Expectation]:
         ),
         "demand_non_negative": gxe.ExpectColumnValuesToBeBetween(column="demand", min_value=0),
         "services_present": gxe.ExpectColumnDistinctValuesToContainSet(
-            column="service", value_set=list(ctx.known_services)
+            column="service",
+            value_set=list(ctx.known_services),
+            row_condition=Column(BUCKET_PRESENT) == True,  # noqa: E712
+        ),
+        # Completeness per service per 5-minute interval of the window.
+        "bucket_complete": gxe.ExpectColumnValuesToBeInSet(
+            column=BUCKET_COMPLETE, value_set=[True]
+        ),
+        "volume_jump": gxe.ExpectColumnValuesToBeBetween(
+            column=VOLUME_RATIO, max_value=ctx.volume_max_ratio
+        ),
+        "volume_drop": gxe.ExpectColumnValuesToBeBetween(
+            column=VOLUME_RATIO, min_value=ctx.volume_min_ratio
         ),
     }
     if ctx.recent_cutoff is not None:
+        # The mart as a whole must be fresh; then each service must be (within N intervals).
+        expectations["mart_fresh"] = gxe.ExpectColumnMaxToBeBetween(
+            column="ds", min_value=ctx.recent_cutoff
+        )
         expectations["service_recent_data"] = gxe.ExpectColumnValuesToBeBetween(
             column=SERVICE_LAST_DS, min_value=ctx.recent_cutoff
         )
     return expectations
 
 
+def _forecast_expectations(ctx: SuiteContext) -> dict[str, gxe.Expectation]:
+    return {
+        "columns_present": gxe.ExpectTableColumnsToMatchSet(
+            column_set=list(FORECAST_COLUMNS), exact_match=False
+        ),
+        "rows_present": gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        "quantiles_not_null": gxe.ExpectColumnValuesToNotBeNull(column="p50"),
+        "p50_non_negative": gxe.ExpectColumnValuesToBeBetween(column="p50", min_value=0),
+        "p50_le_p90": gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="p90", column_B="p50", or_equal=True
+        ),
+        "p90_le_p95": gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="p95", column_B="p90", or_equal=True
+        ),
+        # Active services without a forecast appear as rows with 0 steps.
+        "horizon_complete": gxe.ExpectColumnValuesToBeBetween(
+            column=SERVICE_STEPS, min_value=ctx.horizon, max_value=ctx.horizon
+        ),
+    }
+
+
 SUITE_BUILDERS: dict[str, Callable[[SuiteContext], dict[str, gxe.Expectation]]] = {
     RAW_SUITE: _raw_expectations,
     MART_SUITE: _mart_expectations,
+    FORECAST_SUITE: _forecast_expectations,
 }
 
 _PROBE = SuiteContext(latest_allowed_ts=datetime(2000, 1, 1), recent_cutoff=datetime(2000, 1, 1))
