@@ -1,0 +1,160 @@
+"""Capacity twin benchmark (``scaleahead bench twin``).
+
+Per trace (NAB AWS ELB request count, EC2 CPU, EC2 network-in; NAB nyc_taxi; synthetic services
+of ``scaleahead.synth.telemetry``), with the twin's defaults (nothing tuned per trace):
+``pred_vs_matched_under`` = predictive / cost-matched reactive under-provisioned minutes (target
+<= 0.7), ``pred_vs_reactive_under``, the replica-hours ratios and the gap to the oracle.
+NAB files are the first of each kind in name order (not chosen by result).
+
+Fleet scale: 1,000 synthetic services, 14-day replay after 7 days of training at 5 minutes:
+the replay kernels of every policy (incl. the cost-matching bisection) are timed in full; the
+5-minute forecaster's fit is timed in full and its rolling re-run on ``_SAMPLE_ORIGINS`` origins,
+from which the 672 origins of 14 days at a 30-minute refresh are extrapolated (labelled so).
+``SCALEAHEAD_BENCH_TWIN_SERVICES`` changes the fleet size.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from scaleahead.config import Settings
+from scaleahead.synth import telemetry
+from scaleahead.twin import forecasts, sim
+from scaleahead.twin.runner import DS, ID, TwinConfig, Y, read_trace, simulate_frame
+
+_SAMPLE_ORIGINS = 3
+_START = datetime(2024, 1, 1)
+
+
+def synthetic_services(n: int, days: int, seed: int = 7) -> pd.DataFrame:
+    """The generator's request-rate model (daily/weekly shape, drift, bursts, noise) at 5 min."""
+    rng = np.random.default_rng(seed)
+    minutes = days * 1440
+    parts = []
+    for lo in range(0, n, 100):
+        k = min(100, n - lo)
+        p = telemetry._draw_profiles(rng, k)  # noqa: SLF001 - the generator's own demand model
+        y = telemetry._baseline(p, _START, minutes)  # noqa: SLF001
+        y *= telemetry._slow_wobble(rng, k, minutes)  # noqa: SLF001
+        y *= telemetry._bursts(rng, k, minutes)  # noqa: SLF001
+        y *= np.exp(rng.normal(0, p.noise_sigma[:, None], y.shape))
+        y5 = y.reshape(k, -1, 5).mean(axis=2)
+        ds = pd.date_range(_START, periods=y5.shape[1], freq="5min")
+        ids = [f"svc-{lo + i:04d}" for i in range(k)]
+        parts.append(
+            pd.DataFrame({ID: np.repeat(ids, y5.shape[1]), DS: np.tile(ds, k), Y: y5.ravel()})
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def _figures(name: str, summary: dict) -> dict[str, float | None]:
+    def r(a: str, b: str, key: str) -> float | None:
+        den = summary[b][key]
+        return None if den == 0 else round(summary[a][key] / den, 4)
+
+    pred, oracle = summary["predictive"], summary["oracle"]
+    return {
+        f"{name}.pred_vs_matched_under": r(
+            "predictive", "reactive_cost_matched", "underprovisioned_minutes"
+        ),
+        f"{name}.pred_vs_reactive_under": r("predictive", "reactive", "underprovisioned_minutes"),
+        f"{name}.pred_vs_matched_replica_hours": r(
+            "predictive", "reactive_cost_matched", "replica_hours"
+        ),
+        f"{name}.pred_vs_reactive_replica_hours": r("predictive", "reactive", "replica_hours"),
+        f"{name}.cloud_vs_matched_under": r(
+            "cloud_scheduled", "reactive_cost_matched", "underprovisioned_minutes"
+        ),
+        f"{name}.pred_minus_oracle_under_min": round(
+            pred["underprovisioned_minutes"] - oracle["underprovisioned_minutes"], 1
+        ),
+        f"{name}.pred_vs_oracle_replica_hours": r("predictive", "oracle", "replica_hours"),
+        f"{name}.reactive_under_min": summary["reactive"]["underprovisioned_minutes"],
+        f"{name}.matched_under_min": summary["reactive_cost_matched"]["underprovisioned_minutes"],
+        f"{name}.predictive_under_min": pred["underprovisioned_minutes"],
+    }
+
+
+def _nab_traces(settings: Settings) -> dict[str, pd.DataFrame]:
+    aws = settings.shared_data_dir / "nab" / "realAWSCloudwatch"
+    out = {}
+    for prefix in ("elb_request_count", "ec2_cpu_utilization", "ec2_network_in"):
+        files = sorted(aws.glob(f"{prefix}_*.csv"))
+        if files:
+            out[files[0].stem] = read_trace(files[0])
+    taxi = settings.shared_data_dir / "nab" / "realKnownCause" / "nyc_taxi.csv"
+    if taxi.exists():
+        out["nyc_taxi"] = read_trace(taxi)
+    return out
+
+
+def _fleet_replay(settings: Settings, n: int) -> dict[str, float]:
+    df = synthetic_services(n, 21)
+    ids = sorted(df[ID].unique())
+    wide = df.pivot(index=DS, columns=ID, values=Y)[ids].to_numpy().T
+    train, replay = wide[:, : 7 * 288], wide[:, 7 * 288 :]
+    step = 300.0
+    fleet = sim.Fleet(
+        capacity=train.max(axis=1) / 7.0, min_replicas=np.ones(n), max_replicas=np.full(n, 100.0)
+    )
+    timing = sim.Timing(step_s=step)
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    fc = forecasts.demand_forecaster(step, settings).fit(
+        df[df[DS] < df[DS].min() + pd.Timedelta(days=7)]
+    )
+    out["fleet.forecast_fit_s"] = round(time.perf_counter() - t0, 2)
+    keep = fc.min_history + fc.config.season_length
+    t0 = time.perf_counter()
+    for k in range(_SAMPLE_ORIGINS):
+        end = train.shape[1] + k * 6
+        hist = wide[:, end - keep : end]
+        ds0 = pd.Timestamp(_START) + pd.Timedelta(minutes=5 * (end - keep))
+        fc.predict(12, history=forecasts._long(ids, ds0, pd.Timedelta(minutes=5), hist))  # noqa: SLF001
+    per_origin = (time.perf_counter() - t0) / _SAMPLE_ORIGINS
+    out["fleet.forecast_predict_per_origin_s"] = round(per_origin, 2)
+    origins = replay.shape[1] // 6
+    t0 = time.perf_counter()
+    targets = np.full(n, 0.7)
+    peaks = np.repeat(replay.max(axis=1, keepdims=True), replay.shape[1], axis=1)
+    floor = sim.predictive_floor(peaks, fleet, fleet.capacity * 0.7)
+    last = train[:, -1]
+    pred = sim.run_controller(replay, last, fleet, targets, timing, floor)
+    sim.run_controller(replay, last, fleet, targets, timing)
+    sim.run_controller(replay, last, fleet, targets, timing, floor)
+    rh = pred.desired.sum(axis=1) * step / 3600
+    sim.cost_matched_targets(replay, last, fleet, timing, rh)
+    sim.oracle(replay, fleet, 0.7, timing)
+    out["fleet.replay_kernels_s"] = round(time.perf_counter() - t0, 2)
+    total = out["fleet.forecast_fit_s"] + origins * per_origin + out["fleet.replay_kernels_s"]
+    out["fleet.services"] = n
+    out["fleet.replay_days"] = 14
+    out["fleet.forecast_origins"] = origins
+    out["fleet.total_s_extrapolated"] = round(total, 1)
+    out["fleet.target_s"] = 300
+    return out
+
+
+def run(settings: Settings) -> dict[str, float | int | str]:
+    figures: dict = {}
+    n = int(os.environ.get("SCALEAHEAD_BENCH_TWIN_SERVICES", "1000"))
+    figures.update(_fleet_replay(settings, n))
+    cfg = TwinConfig()
+    traces = _nab_traces(settings)
+    traces["synthetic20"] = synthetic_services(20, 21, seed=11)
+    ratios = []
+    for name, df in traces.items():
+        t0 = time.perf_counter()
+        summary = simulate_frame(df, cfg, settings).summary()
+        f = _figures(name, summary)
+        f[f"{name}.seconds"] = round(time.perf_counter() - t0, 1)
+        figures.update(f)
+        ratios.append(f[f"{name}.pred_vs_matched_under"])
+    valid = [r for r in ratios if r is not None]
+    figures["traces_meeting_target_0.7"] = f"{sum(r <= 0.7 for r in valid)}/{len(ratios)}"
+    return figures

@@ -1,0 +1,181 @@
+"""The real forecasters replayed on a rolling schedule (no look-ahead).
+
+- 5-minute demand model (``ml/forecast.yaml``, re-targeted to the trace's step when it is not
+  5 minutes): fitted once on the training period, then re-run every ``refresh`` on the history
+  known at that instant, as the publish DAG does. Per-series scaling comes from the profile's
+  ``local_standard_scaler`` and the conformal scales (traces differ by orders of magnitude).
+- Hourly profile (``ml/forecast_hourly.yaml`` via the offline re-targeting) for the cloud-style
+  scheduled policy: 48 hourly steps refreshed every 6 hours. When the training period is too
+  short for that profile, the seasonal naive of the last day is used (clouds need a day of data
+  too) and the fallback is reported.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from scaleahead.config import Settings, get_settings
+from scaleahead.forecasting.config import load_config, load_raw_config, profile_path
+from scaleahead.forecasting.model import DemandForecaster
+from scaleahead.forecasting.offline import InputError, adapt_config
+
+log = logging.getLogger(__name__)
+ID, DS, Y = "unique_id", "ds", "y"
+
+
+def _long(
+    ids: list[str], start: pd.Timestamp, step: pd.Timedelta, values: np.ndarray
+) -> pd.DataFrame:
+    n_series, n = values.shape
+    ds = pd.date_range(start, periods=n, freq=step)
+    return pd.DataFrame({ID: np.repeat(ids, n), DS: np.tile(ds, n_series), Y: values.reshape(-1)})
+
+
+def demand_forecaster(step_s: float, settings: Settings | None = None) -> DemandForecaster:
+    settings = settings or get_settings()
+    day = int(round(86400 / step_s))
+    if int(step_s) == 300:
+        return DemandForecaster(load_config(settings.ml_config))
+    freq = f"{int(step_s)}s"
+    return DemandForecaster(
+        load_config(settings.ml_config, freq=freq, season_length=day, min_series_length=1)
+    )
+
+
+def rolling_upper(
+    ids: list[str],
+    start: pd.Timestamp,
+    step_s: float,
+    train: np.ndarray,
+    replay: np.ndarray,
+    refresh_steps: int,
+    settings: Settings | None = None,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Upper-quantile forecasts made at each origin ``o`` (every ``refresh_steps`` replay steps)
+    from the data of steps ``< o`` only. Returns (origins, forecasts ``(S, n_origins, h)``,
+    quantile column)."""
+    step = pd.Timedelta(seconds=step_s)
+    forecaster = demand_forecaster(step_s, settings).fit(_long(ids, start, step, train))
+    cfg = forecaster.config
+    column = cfg.quantile_columns[-1]
+    h = cfg.horizon
+    keep = forecaster.min_history + cfg.season_length  # enough rows for every feature
+    full = np.concatenate([train, replay], axis=1)
+    n_train = train.shape[1]
+    origins = np.arange(0, replay.shape[1], refresh_steps)
+    out = np.full((len(ids), len(origins), h), np.nan)
+    pos = {u: i for i, u in enumerate(ids)}
+    for k, o in enumerate(origins):
+        end = n_train + o  # rows [0, end) are known at the origin
+        first = max(0, end - keep)
+        hist = _long(ids, start + first * step, step, full[:, first:end])
+        pred = forecaster.predict(h, history=hist)
+        if pred.empty:
+            continue
+        rows = pred[ID].map(pos).to_numpy()
+        steps = pred.groupby(ID, sort=False).cumcount().to_numpy()
+        out[rows, k, steps] = pred[column].to_numpy()
+    return origins, out, column
+
+
+def peaks_from_origins(
+    origins: np.ndarray,
+    forecasts: np.ndarray,
+    n_steps: int,
+    step_s: float,
+    lead_s: float,
+    window_s: float,
+    max_age_s: float,
+) -> np.ndarray:
+    """Per replay step, the policy's forecast peak: the max over the buckets overlapping
+    ``[now, now + lead + window]`` of the latest forecast not older than ``max_age_s``
+    (:func:`scaleahead.domain.scaling.forecast_peak` on a regular grid); NaN = fall back."""
+    n_series, _, h = forecasts.shape
+    span = int((lead_s + window_s) // step_s)  # buckets t .. t + span overlap the window
+    peaks = np.full((n_series, n_steps), np.nan)
+    for t in range(n_steps):
+        k = int(np.searchsorted(origins, t, side="right")) - 1
+        if k < 0 or (t - origins[k]) * step_s > max_age_s:
+            continue
+        a = t - origins[k]
+        b = a + span + 1
+        if b > h:
+            continue  # the forecast does not cover the whole window: fall back
+        peaks[:, t] = forecasts[:, k, a:b].max(axis=1)
+    return peaks
+
+
+def _hourly(values: np.ndarray, per_hour: int) -> np.ndarray:
+    n = values.shape[1] // per_hour * per_hour
+    return values[:, :n].reshape(values.shape[0], -1, per_hour).mean(axis=2)
+
+
+def scheduled_capacity(
+    ids: list[str],
+    start: pd.Timestamp,
+    step_s: float,
+    train: np.ndarray,
+    replay: np.ndarray,
+    refresh_s: float = 6 * 3600,
+    horizon_h: int = 48,
+    buffer_s: float = 300.0,
+    settings: Settings | None = None,
+) -> tuple[np.ndarray, str]:
+    """Hourly point forecasts for the replay period as the clouds' predictive scaling makes them:
+    one forecast of the next ``horizon_h`` hours every ``refresh_s``, from complete hours only.
+    Each hour's capacity is scheduled ``buffer_s`` before the hour starts (never before the
+    forecast exists). Returns the scheduled level per replay step ``(S, T)`` (NaN where none)
+    and the method."""
+    settings = settings or get_settings()
+    per_hour = max(1, int(round(3600 / step_s)))
+    n_train, n_replay = train.shape[1], replay.shape[1]
+    full = np.concatenate([train, replay], axis=1)
+    hourly_train = _hourly(train, per_hour)
+    method = "hourly_lightgbm"
+    forecaster: DemandForecaster | None = None
+    try:
+        config = adapt_config(
+            load_raw_config(profile_path("hourly", settings)),
+            "h",
+            24,
+            horizon_h,
+            pd.Series([hourly_train.shape[1]] * len(ids)),
+            float(np.nanmin(hourly_train)),
+        )
+        forecaster = DemandForecaster(config).fit(
+            _long(ids, start, pd.Timedelta(hours=1), hourly_train)
+        )
+    except (InputError, ValueError, RuntimeError) as exc:
+        log.info("hourly profile unusable on this training period (%s): seasonal naive", exc)
+        method = "seasonal_naive_hourly"
+    level = np.full((len(ids), n_replay), np.nan)
+    refresh = max(1, int(round(refresh_s / step_s)))
+    buffer = int(np.ceil(buffer_s / step_s - 1e-9))
+    for o in range(0, n_replay, refresh):
+        known_hours = (n_train + o) // per_hour  # complete hours before the origin
+        hist = _hourly(full[:, : known_hours * per_hour], per_hour)
+        if forecaster is not None:
+            keep = forecaster.min_history + 24
+            sub = hist[:, -keep:]
+            first = known_hours - sub.shape[1]
+            pred = forecaster.predict(
+                horizon_h,
+                history=_long(ids, start + pd.Timedelta(hours=first), pd.Timedelta(hours=1), sub),
+                with_point=True,
+            )
+            wide = pred.pivot(index=ID, columns=DS, values="yhat").reindex(ids)
+            fc = wide.to_numpy()[:, :horizon_h]
+        else:
+            reps = int(np.ceil(horizon_h / 24))
+            fc = np.tile(hist[:, -24:], reps)[:, :horizon_h]
+        # Forecast hour j starts at step (known_hours + j) * per_hour of the full trace.
+        for j in range(horizon_h):
+            s0 = (known_hours + j) * per_hour - n_train
+            s1 = s0 + per_hour
+            lo, hi = max(s0 - buffer, o), min(s1 - buffer, n_replay)
+            if lo < hi:
+                level[:, lo:hi] = fc[:, j : j + 1]
+    return level, method

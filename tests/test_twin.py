@@ -1,0 +1,219 @@
+"""Capacity twin: HPA arithmetic, equivalence with the real scaling policy, no look-ahead,
+oracle bound, cost matching, the CLI and its HTML report rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from scaleahead.cli import app
+from scaleahead.config import Settings
+from scaleahead.domain.scaling import ServiceSpec, Stabilizer, reactive_replicas
+from scaleahead.twin import sim
+from scaleahead.twin.runner import POLICIES, TwinConfig, simulate_frame
+
+
+def _fleet(cap: float = 10.0, lo: int = 1, hi: int = 100) -> sim.Fleet:
+    return sim.Fleet(np.array([cap]), np.array([float(lo)]), np.array([float(hi)]))
+
+
+def test_hpa_raw_hand_computed() -> None:
+    usable = np.array([5.0])  # capacity 10 at target 0.5
+    cases = [
+        (100.0, 10.0, 20.0),  # ratio 2.0 -> ceil(10 * 2) = 20
+        (52.0, 10.0, 10.0),  # ratio 1.04: inside the 0.1 tolerance, keep 10
+        (40.0, 10.0, 8.0),  # ratio 0.8 -> 8
+        (56.0, 10.0, 12.0),  # ratio 1.12 -> ceil(11.2) = 12
+        (0.0, 3.0, 0.0),  # no demand: 0 before bounds (min replicas applied by the caller)
+    ]
+    for observed, current, expected in cases:
+        got = sim.hpa_raw(np.array([observed]), np.array([current]), usable, 0.1)
+        assert got[0] == expected, (observed, current)
+
+
+def test_scale_up_rate_policy_hand_computed() -> None:
+    # One 15 s sync per step: max(+100 %, +4 pods).
+    timing = sim.Timing(step_s=15.0)
+    cap = np.array([1000.0])
+    assert sim.scale_up_limit(np.array([2.0]), timing, cap)[0] == 6  # +4 pods beats doubling
+    assert sim.scale_up_limit(np.array([10.0]), timing, cap)[0] == 20  # doubling beats +4
+    # A 60 s step folds 4 syncs: 1 -> 5 -> 10 -> 20 -> 40.
+    assert sim.scale_up_limit(np.array([1.0]), sim.Timing(step_s=60.0), cap)[0] == 40
+
+
+def test_controller_hand_computed_trajectory() -> None:
+    """60 s steps, capacity 10 at target 0.5 (5 per replica), 2-minute start-up, 300 s
+    stabilization (6 folded decisions)."""
+    timing = sim.Timing(step_s=60.0, startup_delay_s=120.0, stabilization_s=300.0)
+    demand = np.array([[10.0, 50.0, 50.0, 50.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0]])
+    traj = sim.run_controller(demand, np.array([10.0]), _fleet(), np.array([0.5]), timing)
+    # Step t sees demand[t-1]; starts at ceil(10/5) = 2. 50 is seen at t=2 -> 10 replicas
+    # (rate limit 2 -> 40 allows it); 10 is seen at t=5 -> raw 2, held by stabilization while
+    # the last raw 10 (t=4) is within the last 6 decisions (t=4..9), released at t=10.
+    expected = [2, 2, 10, 10, 10, 10, 10, 10, 10, 10, 2, 2]
+    assert traj.desired[0].tolist() == expected
+    # Ready lags scale-up by the 2-step delay; scale-in is immediate.
+    assert traj.ready[0].tolist() == [2, 2, 2, 2, 10, 10, 10, 10, 10, 10, 2, 2]
+
+
+def test_kernel_matches_real_scaling_policy() -> None:
+    """The vector kernel against a scalar loop over the real ``reactive_replicas``,
+    ``max(predictive, reactive)`` and ``Stabilizer`` (window one step longer: the folded
+    syncs of the previous step are inside it)."""
+    rng = np.random.default_rng(3)
+    n_steps = 400
+    demand = np.abs(50 + np.cumsum(rng.normal(0, 8, n_steps)))[None, :]
+    floor = np.where(rng.random(n_steps) < 0.3, 0.0, rng.integers(1, 30, n_steps))[None, :]
+    timing = sim.Timing(step_s=60.0, startup_delay_s=120.0, stabilization_s=300.0)
+    fleet = _fleet(cap=8.0, lo=2, hi=40)
+    traj = sim.run_controller(demand, np.array([40.0]), fleet, np.array([0.7]), timing, floor)
+
+    spec = ServiceSpec(
+        capacity_per_replica=8.0, min_replicas=2, max_replicas=40, target_utilization=0.7
+    )
+    stab = Stabilizer(timing.stabilization_s + timing.step_s)
+    t0 = datetime(2024, 1, 1)
+    current = reactive_replicas(40.0, spec)
+    stab.stabilize("s", t0 - timedelta(seconds=60), current)
+    observed = 40.0
+    expected = []
+    for t in range(n_steps):
+        raw = reactive_replicas(observed, spec, current)
+        raw = max(raw, int(floor[0, t]))
+        now = t0 + timedelta(seconds=60 * t)
+        stabilized = stab.stabilize("s", now, raw)
+        limit = current
+        for _ in range(timing.syncs_per_step):
+            limit = min(max(limit * 2, limit + 4), spec.max_replicas)
+        current = spec.bound(min(stabilized, limit))
+        expected.append(current)
+        observed = float(demand[0, t])
+    assert traj.desired[0].astype(int).tolist() == expected
+
+
+def _synthetic(days: int = 5, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = days * 288
+    ds = pd.date_range("2024-03-04", periods=n, freq="5min")
+    t = np.arange(n)
+    parts = []
+    for uid, scale in (("small", 3.0), ("large", 4000.0)):
+        y = scale * (1 + 0.6 * np.sin(2 * np.pi * t / 288)) * np.exp(rng.normal(0, 0.05, n))
+        parts.append(pd.DataFrame({"unique_id": uid, "ds": ds, "y": y}))
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def twin_pair() -> tuple:
+    from scaleahead.config import get_settings
+
+    settings = get_settings()
+    df = _synthetic()
+    base = simulate_frame(df, TwinConfig(), settings)
+    cut = 200  # replay step from which the future is rewritten
+    changed = df.copy()
+    replay_ds = base.ds[cut:]
+    mask = changed["ds"].isin(replay_ds)
+    changed.loc[mask, "y"] = changed.loc[mask, "y"] * 3.0 + 50.0
+    other = simulate_frame(changed, TwinConfig(), settings)
+    return base, other, cut
+
+
+def test_no_look_ahead(twin_pair: tuple) -> None:
+    base, other, cut = twin_pair
+    assert not np.array_equal(base.demand, other.demand)
+    for p in ("reactive", "predictive", "cloud_scheduled", "static"):
+        a, b = base.trajectories[p], other.trajectories[p]
+        # Decisions up to and including `cut` only saw demand before `cut`.
+        np.testing.assert_array_equal(a.desired[:, : cut + 1], b.desired[:, : cut + 1], p)
+        np.testing.assert_array_equal(a.ready[:, : cut + 1], b.ready[:, : cut + 1], p)
+    # ...and the rewritten future does change what happens after it (the test can fail).
+    assert not np.array_equal(
+        base.trajectories["reactive"].desired[:, cut + 2 :],
+        other.trajectories["reactive"].desired[:, cut + 2 :],
+    )
+
+
+def test_oracle_is_lower_bound_and_cost_matched(twin_pair: tuple) -> None:
+    base = twin_pair[0]
+    oracle = base.metrics["oracle"]
+    for p in POLICIES:
+        m = base.metrics[p]
+        assert np.all(oracle.underprovisioned_minutes <= m.underprovisioned_minutes), p
+        assert np.all(oracle.unserved_demand <= m.unserved_demand + 1e-9), p
+    pred = base.metrics["predictive"].replica_hours
+    matched = base.metrics["reactive_cost_matched"].replica_hours
+    np.testing.assert_allclose(matched, pred, rtol=0.03)
+    summary = base.summary()
+    for p in POLICIES:
+        for key in (
+            "underprovisioned_minutes",
+            "unserved_demand",
+            "replica_hours",
+            "scaling_actions",
+        ):
+            assert math.isfinite(summary[p][key])
+    assert "hpa_target" in summary["reactive"] and "hpa_target" in summary["reactive_cost_matched"]
+    # Per-series scaling: the 3-unit and the 4000-unit service both got forecast coverage.
+    assert summary["details"]["forecast_coverage"] > 0.9
+
+
+def _dump_dom(html: Path, tmp: Path) -> str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed (scripts/install-system-deps.sh installs it)")
+    result = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp / 'chromium-profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            html.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_cli_simulate_nab_csv_and_report_renders(settings: Settings, tmp_path: Path) -> None:
+    df = _synthetic(days=5, seed=1)
+    nab = df[df["unique_id"] == "large"].rename(columns={"ds": "timestamp", "y": "value"})
+    trace = tmp_path / "trace.csv"
+    nab[["timestamp", "value"]].to_csv(trace, index=False)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    for p in POLICIES:
+        assert {
+            "underprovisioned_minutes",
+            "unserved_demand",
+            "replica_hours",
+            "scaling_actions",
+        } <= set(summary[p])
+    assert summary["details"]["capacity_per_replica"] == pytest.approx(
+        nab["value"].iloc[: int(len(nab) * 0.7)].max() / 7.0
+    )
+    html = (out / "report.html").read_text()
+    assert "<script src=" not in html and 'src="https://cdn' not in html  # self-contained
+    dom = _dump_dom(out / "report.html", tmp_path)
+    # 1 trade-off chart + 1 capacity chart (one service), each rendered to SVG by plotly.js.
+    assert dom.count('class="plotly-graph-div') == 2
+    assert dom.count('class="main-svg"') >= 2
+    assert "Cost vs under-provisioning" in dom and "scaleahead predictive" in dom
