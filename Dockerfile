@@ -1,4 +1,5 @@
-# The project image: the locked environment plus the repo. Used by docker-compose.yml.
+# The project image: the locked environment plus the repo. Used by docker-compose.yml for every
+# scaleahead process (Airflow components, MLflow server, API).
 FROM python:3.11-slim-bookworm
 ENV UV_PROJECT_ENVIRONMENT=/opt/venv PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
 RUN pip install --no-cache-dir uv
@@ -7,6 +8,15 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY . .
 RUN uv sync --frozen --no-dev
+# Production-only drivers, not in the lock (the embedded default needs neither): PostgreSQL for
+# the Airflow metadata DB and the MLflow backend store, Celery for the `celery` compose profile.
+# After the last `uv sync`, which would remove packages outside the lock.
+RUN uv pip install --python /opt/venv/bin/python --no-cache \
+    "psycopg2-binary==2.9.13" "apache-airflow-providers-celery==3.26.0"
+RUN useradd --uid 10001 --create-home scaleahead \
+    && mkdir -p /data/warehouse /data/lake /data/airflow /data/mlflow-artifacts \
+    && chown -R scaleahead /data
+USER scaleahead
 ENV SCALEAHEAD_HOME=/app SCALEAHEAD_WAREHOUSE_DIR=/data/warehouse
-EXPOSE 8000
+EXPOSE 8000 50051
 CMD ["scaleahead", "serve", "--host", "0.0.0.0", "--port", "8000"]
