@@ -92,11 +92,19 @@ def add_alert(path: Path, service: str, status: str = "firing") -> None:
 
 
 def add_quality(path: Path, success: bool, severity: str = "error") -> None:
+    # The API obeys the gate's verdict (quality.gate_runs), recorded with the results.
+    blocking = not success and severity == "error"
     with connect(path=path) as con:
         con.execute(
-            "INSERT INTO quality.quality_results VALUES ('run-1', 'mart', "
+            "INSERT INTO quality.quality_results (run_id, suite, expectation, column_name, "
+            "success, observed_value, severity, checked_at) VALUES ('run-1', 'mart', "
             "'expect_column_values_to_not_be_null', 'demand', ?, NULL, ?, ?)",
             [success, severity, LAST_ACTUAL],
+        )
+        con.execute(
+            "INSERT INTO quality.gate_runs VALUES ('run-1', 'transform', 'service_demand_5m', "
+            "?, ?, 1, 0, NULL, NULL, now()::TIMESTAMP)",
+            [blocking, "demand_not_null" if blocking else None],
         )
 
 
@@ -388,3 +396,54 @@ def test_openapi_generator_is_runnable(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert json.loads(out.stdout)["info"]["title"] == "scaleahead forecast API"
+
+
+def test_recommendation_fast_path_matches_the_full_route(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scaleahead.api import fastpath
+
+    taken: list[bool] = []
+    parse = fastpath.parse_query
+    monkeypatch.setattr(
+        fastpath, "parse_query", lambda qs: taken.append(parse(qs) is not None) or parse(qs)
+    )
+    params = {"quantile": "p95", "current_replicas": 3}
+    fast = rec(client, "checkout", **params)
+    # An unknown parameter is ignored by FastAPI but declined by the fast path.
+    full = rec(client, "checkout", **params, trace="1")
+    assert taken == [True, False]
+    assert fast == full
+    assert rec(client, "ledger") == rec(client, "ledger", trace="1")  # dry-run service too
+
+    # Invalid input and unknown services get the full route's problem+json answers.
+    assert_problem(client.get("/v1/services/checkout/recommendation?quantile=p42"), 422)
+    assert_problem(client.get("/v1/services/checkout/recommendation?current_replicas=-1"), 422)
+    assert_problem(client.get("/v1/services/nope/recommendation"), 404)
+
+    # With auth on: a good key is served fast, a bad or missing one is refused by the route.
+    _, secret = KeyStore(settings.api_keys_path).create("keda", "read")
+    client.app.state.authenticator.store._checked_at = 0
+    taken.clear()
+    url = "/v1/services/checkout/recommendation"
+    ok = client.get(url, headers={"X-API-Key": secret})
+    via_route = client.get(url, params={"trace": "1"}, headers={"X-API-Key": secret})
+    assert ok.status_code == via_route.status_code == 200
+    assert ok.json() == via_route.json()
+    assert taken == [True, False]
+    assert_problem(client.get("/v1/services/checkout/recommendation"), 401)
+    bad = {"X-API-Key": "sa_00000000_" + "x" * 43}
+    assert_problem(client.get("/v1/services/checkout/recommendation", headers=bad), 401)
+    route = 'route="/v1/services/{service}/recommendation",status="200"'
+    metrics = client.get("/metrics", headers={"X-API-Key": secret}).text
+    assert route in metrics  # fast-path requests are counted under the route template
+
+
+def test_recommendation_fast_path_honours_the_rate_limit(
+    settings: Settings, warehouse: Path
+) -> None:
+    limited = settings.model_copy(update={"api_rate_limit_rps": 0.5, "api_rate_limit_burst": 2})
+    with TestClient(create_app(limited, refresh_interval_s=3600)) as client:
+        url = "/v1/services/checkout/recommendation"
+        assert [client.get(url).status_code for _ in range(3)] == [200, 200, 429]
+        assert int(client.get(url).headers["retry-after"]) >= 1

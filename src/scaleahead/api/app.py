@@ -32,6 +32,7 @@ from scaleahead.api.cache import (
     CacheRefresher,
     ForecastCache,
 )
+from scaleahead.api.fastpath import RecommendationFastPath
 from scaleahead.api.keys import ApiKey, Authenticator, KeyStore, RateLimiter
 from scaleahead.api.metrics import MetricsMiddleware, build_registry, exposition
 from scaleahead.api.models import (
@@ -580,6 +581,8 @@ def create_app(
     _problem_only_openapi(app)
     app.include_router(_build_ops_router())
     app.include_router(_build_v1_router(settings))
+    # Inner to the metrics middleware so fast-path requests are counted like the others.
+    app.add_middleware(RecommendationFastPath, state=app.state)
     app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry)
     return app
 

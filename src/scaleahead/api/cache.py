@@ -101,23 +101,39 @@ class ForecastSnapshot:
     series: Mapping[tuple[str, str], SeriesForecast] = field(default_factory=dict)
     fingerprint: Fingerprint = field(default_factory=dict)
     loaded_at: datetime | None = None
+    # Indexes built once per snapshot: requests must not sort or scan all series.
+    _services: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _by_service: Mapping[str, tuple[SeriesForecast, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    _batches: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_service: dict[str, list[SeriesForecast]] = {}
+        batches: dict[str, str] = {}
+        for (service, metric), series in sorted(self.series.items()):
+            by_service.setdefault(service, []).append(series)
+            batches[metric] = series.batch_id
+        object.__setattr__(self, "_services", tuple(by_service))
+        object.__setattr__(self, "_by_service", {k: tuple(v) for k, v in by_service.items()})
+        object.__setattr__(self, "_batches", batches)
 
     @property
     def loaded(self) -> bool:
         return bool(self.series)
 
     def services(self) -> list[str]:
-        return sorted({service for service, _ in self.series})
+        return list(self._services)
 
     def for_service(self, service: str) -> list[SeriesForecast]:
-        return [s for (svc, _), s in sorted(self.series.items()) if svc == service]
+        return list(self._by_service.get(service, ()))
 
     def get(self, service: str, metric: str) -> SeriesForecast | None:
         return self.series.get((service, metric))
 
     def batches(self) -> dict[str, str]:
         """metric -> batch_id currently served."""
-        return {metric: s.batch_id for (_, metric), s in sorted(self.series.items())}
+        return dict(self._batches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +145,7 @@ class CacheStatus:
     last_refresh_error: str | None
     loaded_at: datetime | None
     batches: dict[str, str]
+    stale_reason: str | None = None
 
 
 def _build_snapshot(rows: list[tuple], fingerprint: Fingerprint) -> ForecastSnapshot:
@@ -248,10 +265,28 @@ class ForecastCache:
             last_refresh_error=self._last_error,
             loaded_at=snapshot.loaded_at,
             batches=snapshot.batches(),
+            stale_reason=self.stale_reason(),
         )
+
+    def is_stale(self) -> bool:
+        """Whether the served batch is stale (cheap: for the request hot path)."""
+        return self._is_stale()
+
+    def stale_reason(self) -> str | None:
+        """Why the served batch is stale: a failed refresh or a blocking quality gate."""
+        if self._last_error is not None:
+            return f"warehouse refresh failed: {self._last_error}"
+        if self._context.quality.failed:
+            return f"quality gate blocks new forecasts: {self._context.quality.reason}"
+        if self._is_stale():
+            return "no successful refresh recently"
+        return None
 
     def _is_stale(self) -> bool:
         if self._last_error is not None:
+            return True
+        # The gate holds back new batches, so the one served is the last good one: stale.
+        if self._context.quality.failed:
             return True
         if self.stale_after_s is None or self._last_success_at is None:
             return False

@@ -6,8 +6,9 @@
   response says so (``service_spec.source``).
 - Latest actual demand per service from ``marts.service_demand_5m``.
 - Alerts from ``serving.alerts``: a ``firing`` alert marks its service low-confidence.
-- The latest quality-gate run from ``quality.quality_results``: any failed ``error``-severity
-  expectation marks every forecast as failed-gate.
+- The quality gate in force (``scaleahead.quality.status``: the latest run of each data
+  checkpoint): a blocking gate marks every forecast failed-gate and the responses stale; a
+  quarantined service's forecast alone is failed-gate (reactive scaling for that service).
 - Past forecast accuracy per service (forecasts joined with actuals over the last 7 days).
 
 Each part is optional: a missing table leaves that part empty and is recorded in ``notes``.
@@ -83,8 +84,13 @@ class Alert:
 class QualityState:
     run_id: str | None = None
     checked_at: datetime | None = None
-    failed: bool = False
+    failed: bool = False  # the gate blocks: every forecast is held to be stale
     failures: tuple[str, ...] = ()
+    reason: str | None = None
+    quarantined: dict[str, str] = field(default_factory=dict)  # service -> failed checks
+
+    def service_failed(self, service: str) -> bool:
+        return self.failed or service in self.quarantined
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +118,7 @@ _FINGERPRINT_QUERIES = {
     "services": "SELECT count(*), sum(hash(service, capacity_per_replica, min_replicas, "
     "max_replicas, target_utilization)) FROM marts.services",
     "alerts": "SELECT max(updated_at), count(*) FROM serving.alerts",
-    "quality": "SELECT max(checked_at), count(*) FROM quality.quality_results",
+    "quality": "SELECT max(checked_at), count(*) FROM quality.gate_runs",
 }
 
 
@@ -248,34 +254,19 @@ def _load_alerts(con: duckdb.DuckDBPyConnection, notes: list[str]) -> tuple[Aler
 
 
 def _load_quality(con: duckdb.DuckDBPyConnection, notes: list[str]) -> QualityState:
-    try:
-        rows = con.execute(
-            """
-            WITH latest AS (
-                SELECT run_id FROM quality.quality_results
-                GROUP BY run_id ORDER BY max(checked_at) DESC LIMIT 1
-            )
-            SELECT run_id, checked_at, suite, expectation, column_name, success, severity
-            FROM quality.quality_results JOIN latest USING (run_id)
-            """
-        ).fetchall()
-    except duckdb.CatalogException:
-        notes.append("quality.quality_results not found: quality gate unknown")
+    from scaleahead.quality.status import read_status
+
+    status = read_status(con)
+    if not status.known:
+        notes.append("no quality-gate run recorded: quality gate unknown")
         return QualityState()
-    if not rows:
-        return QualityState()
-    failures = tuple(
-        sorted(
-            f"{suite}.{exp}" + (f"({col})" if col else "")
-            for _, _, suite, exp, col, success, severity in rows
-            if not success and severity == "error"
-        )
-    )
     return QualityState(
-        run_id=rows[0][0],
-        checked_at=_utc(max(r[1] for r in rows)),
-        failed=bool(failures),
-        failures=failures,
+        run_id=",".join(status.run_ids),
+        checked_at=_utc(status.checked_at),
+        failed=status.blocking,
+        failures=(status.reason,) if status.reason else (),
+        reason=status.reason,
+        quarantined=dict(status.quarantined),
     )
 
 

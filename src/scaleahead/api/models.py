@@ -109,6 +109,7 @@ class ReadinessOut(BaseModel):
     last_refresh_error: str | None
     loaded_at: datetime | None
     batches: dict[str, str] = Field(description="metric -> batch_id being served.")
+    stale_reason: str | None = Field(None, description="Why `stale` is true.")
 
     @classmethod
     def from_status(cls, status: CacheStatus) -> ReadinessOut:
@@ -120,6 +121,7 @@ class ReadinessOut(BaseModel):
             last_refresh_error=status.last_refresh_error,
             loaded_at=status.loaded_at,
             batches=status.batches,
+            stale_reason=status.stale_reason,
         )
 
 
@@ -200,7 +202,14 @@ class RecommendationOut(BaseModel):
     accuracy: AccuracyOut | None
     window: WindowOut = Field(description="[now, now + lead time + window].")
     computed_at: datetime = Field(description="Decision time ('now').")
-    stale: bool = Field(description="True when the cache could not refresh recently.")
+    stale: bool = Field(
+        description="True when the cache could not refresh recently, the quality gate blocks "
+        "new forecasts, or this service is quarantined by it."
+    )
+    stale_reason: str | None = Field(None, description="Why `stale` is true.")
+    quarantined: bool = Field(
+        False, description="The quality gate quarantined this service: reactive scaling."
+    )
 
 
 class AlertOut(BaseModel):

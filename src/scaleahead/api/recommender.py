@@ -101,7 +101,7 @@ class Recommender:
             signal = ForecastSignal(
                 created_at=series.created_at,
                 points=[(p.ds, getattr(p, quantile)) for p in series.points],
-                quality_failed=context.quality.failed,
+                quality_failed=context.quality.service_failed(service),
                 low_confidence=bool(firing),
             )
         actual = context.actuals.get(service) if metric == self.settings.demand_metric else None
@@ -154,6 +154,9 @@ class Recommender:
         notes = list(context.notes) if info.source == "api_default" else []
         if context.quality.failed:
             notes.append("latest quality-gate run failed: " + ", ".join(context.quality.failures))
+        quarantine = context.quality.quarantined.get(service)
+        if quarantine:
+            notes.append(f"service quarantined by the quality gate: {quarantine}")
         for alert in inputs["firing"]:
             notes.append(f"anomaly firing: {alert.kind} ({alert.severity}): {alert.reason}")
         spec = info.spec
@@ -198,5 +201,9 @@ class Recommender:
             },
             "window": {"start": _iso(decision.window_start), "end": _iso(decision.window_end)},
             "computed_at": _iso(now),
-            "stale": self.cache.status().stale,
+            "stale": self.cache.is_stale() or bool(quarantine),
+            "stale_reason": "service quarantined by the quality gate: " + quarantine
+            if quarantine and not self.cache.is_stale()
+            else self.cache.stale_reason(),
+            "quarantined": bool(quarantine),
         }
