@@ -23,7 +23,15 @@ from scaleahead.orchestration import DEFAULT_ARGS, DEMAND_MART, FORECASTS, START
 def forecast_publish():
     @task(outlets=[FORECASTS])
     def publish_forecasts() -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from scaleahead import tasks
+
+        # An error-severity quality gate holds back models and forecasts; the API keeps the
+        # last good batch, marked stale.
+        reason = tasks.gate_block_reason()
+        if reason:
+            raise AirflowSkipException(reason)
 
         _, end = interval(get_current_context())
         return tasks.publish(created_at=end)

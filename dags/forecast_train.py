@@ -23,7 +23,15 @@ from scaleahead.orchestration import CHAMPION_MODEL, DEFAULT_ARGS, START_DATE
 def forecast_train():
     @task(outlets=[CHAMPION_MODEL])
     def train_and_register() -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from scaleahead import tasks
+
+        # An error-severity quality gate holds back models and forecasts; the API keeps the
+        # last good batch, marked stale.
+        reason = tasks.gate_block_reason()
+        if reason:
+            raise AirflowSkipException(reason)
 
         return tasks.train()
 

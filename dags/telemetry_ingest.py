@@ -5,8 +5,11 @@ Every five minutes: loads new landing-folder files (CSV, NDJSON, Parquet, NAB-st
 pulls the configured Prometheus queries (`ml/ingest.yaml`) up to the run's data interval end,
 into `raw.telemetry`; reloads the service catalog. Every row is accounted for in
 `raw.ingest_batches`: loaded, quarantined with a reason (`raw.quarantine`) or counted as a
-duplicate. Emits the `raw_telemetry` Asset, which triggers the transform pipeline, only when
-rows landed; a run with nothing new ends with the task skipped (no Asset event).
+duplicate. Then the quality gate's `ingest` checkpoint validates the batches just loaded
+(Great Expectations, `ml/quality.yaml`). Emits the `raw_telemetry` Asset, which triggers the
+transform pipeline, only when rows landed and the gate does not block; otherwise the gate task
+ends skipped with the reason (no Asset event). Per-service failures only quarantine the
+services at fault.
 """
 
 from airflow.sdk import dag, get_current_context, task
@@ -24,7 +27,7 @@ from scaleahead.orchestration import DEFAULT_ARGS, RAW_TELEMETRY, START_DATE, in
     tags=["scaleahead", "ingest"],
 )
 def telemetry_ingest():
-    @task(outlets=[RAW_TELEMETRY])
+    @task
     def ingest_landing() -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -40,7 +43,20 @@ def telemetry_ingest():
             )
         return report
 
-    ingest_landing()
+    @task(outlets=[RAW_TELEMETRY], retries=0)
+    def quality_gate_raw(report: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from scaleahead import tasks
+
+        context = get_current_context()
+        loaded = [b["batch_id"] for b in report.get("batches", []) if b.get("rows_loaded")]
+        result = tasks.gate("ingest", run_id=f"ingest:{context['run_id']}", batch_ids=loaded)
+        if result.get("blocking"):
+            raise AirflowSkipException(f"quality gate (ingest) blocks: {result.get('reason')}")
+        return result
+
+    quality_gate_raw(ingest_landing())
 
 
 telemetry_ingest()

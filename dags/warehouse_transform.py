@@ -2,9 +2,11 @@
 ### Warehouse transform and quality gate
 
 Runs when new raw telemetry lands: `dbt build` (staging -> intermediate -> marts, with the
-models' data tests), then the Great Expectations gate on the raw increment and the 5-minute
-demand mart. An error-severity failure fails the gate task, so the `service_demand_5m` Asset
-is not emitted and forecasting does not run on broken data.
+models' data tests), then the Great Expectations gate's `transform` checkpoint on the
+5-minute demand mart buckets of the run (completeness, duplicates, freshness, volume versus
+last week). The verdict is recorded in `quality.gate_runs`; the `service_demand_5m` Asset is
+emitted either way and the forecast DAGs skip with the gate's reason while it blocks.
+Per-service failures quarantine only those services (left out of publishing).
 """
 
 from airflow.sdk import dag, get_current_context, task
@@ -34,7 +36,10 @@ def warehouse_transform():
 
         context = get_current_context()
         _, end = interval(context)
-        return tasks.check(run_id=context["run_id"], window_end=end)
+        start = end - tasks.mart_window() if end is not None else None
+        return tasks.gate(
+            "transform", run_id=f"transform:{context['run_id']}", window_start=start, window_end=end
+        )
 
     quality_gate(dbt_build())
 

@@ -7,6 +7,7 @@ PACKAGES=(
   prometheus-alertmanager  # tests/test_alerting.py: real Alertmanager v2 API
   prometheus               # tests/test_api_prometheus.py: scrapes the API, PromQL query
   wrk                      # scaleahead bench api: HTTP load generator
+  chromium                 # tests/test_twin.py: renders the capacity twin HTML report
 )
 needed=()
 for pkg in "${PACKAGES[@]}" "$@"; do

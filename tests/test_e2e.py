@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
 from scaleahead import reports
+from scaleahead.airflow_runner import PIPELINE_DAGS
 from scaleahead.demo import run_pipeline
 from scaleahead.warehouse import read_sql
 
@@ -41,7 +42,7 @@ pytestmark = pytest.mark.e2e
 def test_every_dag_ran_through_airflow(pipeline) -> None:
     settings, timings = pipeline
     logs = sorted((settings.airflow_home / "cli-logs").glob("*.log"))
-    for dag_id in ("telemetry_ingest", "warehouse_transform", "forecast_train", "forecast_publish"):
+    for dag_id in PIPELINE_DAGS:
         assert dag_id in timings
         log = next(p for p in logs if p.name.startswith(dag_id)).read_text()
         assert "state=success" in log

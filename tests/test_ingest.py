@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
-import tempfile
-from datetime import UTC, datetime
+import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 import scaleahead.ingest.loader as loader
 from scaleahead.config import Settings
 from scaleahead.ingest import ingest_landing
+from scaleahead.ingest.accounting import IngestReport
 from scaleahead.synth.telemetry import generate
 from scaleahead.warehouse import connect
 
@@ -318,32 +320,67 @@ def _canonical(labels: str) -> str:
     return json.dumps(json.loads(labels or "{}"), sort_keys=True, separators=(",", ":"))
 
 
+# Creating a warehouse (extensions, DDL) costs more than loading an example's file, so each
+# property test loads all its examples into one warehouse. Examples never share keys (each
+# gets its own hour, or its own service suffix) and every check is scoped to the example's
+# own batches, so an example sees exactly what it would in a fresh warehouse; loading into a
+# non-empty warehouse is the normal case anyway.
+_example_ids = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def shared_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("property-warehouse")
+
+
+def _in_own_hour(ts: str, example: int) -> str:
+    """Move a generated '2026-11-02T00:0m:00Z' to the example's own hour (before AS_OF)."""
+    moment = datetime.fromisoformat(ts.replace("Z", "+00:00")) - timedelta(hours=example)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _batch_ids(report: IngestReport) -> str:
+    return ", ".join(f"'{b.batch_id}'" for b in report.batches)
+
+
 @hsettings(
-    max_examples=25,
+    # Fewer, larger files: an example's cost is per file, not per row.
+    max_examples=15,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(rows=st.lists(st.tuples(st.booleans(), _good_row, _bad_row), min_size=1, max_size=40))
-def test_property_accounting_and_no_good_row_lost(rows) -> None:
-    table = [list(good if ok else bad) for ok, good, bad in rows]
+@given(rows=st.lists(st.tuples(st.booleans(), _good_row, _bad_row), min_size=1, max_size=80))
+def test_property_accounting_and_no_good_row_lost(shared_warehouse: Path, rows) -> None:
+    n = next(_example_ids)
+    table = []
+    for ok, good, bad in rows:
+        row = list(good if ok else bad)
+        if row[2] != "not-a-time":
+            row[2] = _in_own_hour(row[2], n)
+        table.append(row)
     expected: dict[tuple, float] = {}
-    for ok, good, _ in rows:
+    for (ok, *_), (service, metric, ts, value, labels) in zip(rows, table, strict=True):
         if ok:  # file order: the last occurrence of a key wins
-            service, metric, ts, value, labels = good
             expected[(service.strip(), metric, ts, _canonical(labels))] = float(value)
-    with tempfile.TemporaryDirectory() as tmp:
-        s = Settings(home=Path(tmp))
-        write_csv(s.landing_dir / "p.csv", table)
+    s = Settings(home=shared_warehouse)
+    path = write_csv(s.landing_dir / f"p{n}.csv", table)
+    try:
         report = ingest_landing(s, as_of=AS_OF)
-        (b,) = report.batches
-        assert b.balanced and b.rows_read == len(table)
-        assert b.rows_quarantined == sum(1 for ok, _, _ in rows if not ok)
-        got = query(
-            s, "SELECT service, metric, strftime(ts, '%Y-%m-%dT%H:%M:%SZ'), labels, value "
-            "FROM raw.telemetry"
-        )  # fmt: skip
-        assert {(sv, m, t, _canonical(lb)): v for sv, m, t, lb, v in got} == expected
-        assert len(got) == len(expected)
+    finally:
+        path.unlink()  # the next example must see only its own file
+    (b,) = report.batches
+    assert b.status == "loaded" and b.balanced and b.rows_read == len(table)
+    assert b.rows_quarantined == sum(1 for ok, _, _ in rows if not ok)
+    got = query(
+        s, "SELECT service, metric, strftime(ts, '%Y-%m-%dT%H:%M:%SZ'), labels, value "
+        "FROM raw.telemetry WHERE batch_id = ?", [b.batch_id],
+    )  # fmt: skip
+    assert {(sv, m, t, _canonical(lb)): v for sv, m, t, lb, v in got} == expected
+    assert len(got) == len(expected)
+    (quarantined,) = query(
+        s, "SELECT count(*) FROM raw.quarantine WHERE batch_id = ?", [b.batch_id]
+    )[0]
+    assert quarantined == b.rows_quarantined
 
 
 # --- NAB-style files, service catalog, schema drift records ---
@@ -448,16 +485,19 @@ def test_schema_drift_is_recorded_and_never_corrupts_telemetry(settings: Setting
         max_size=4,
     )
 )
-def test_property_malformed_files(data) -> None:
+def test_property_malformed_files(shared_warehouse: Path, data) -> None:
+    n = next(_example_ids)
     expected: dict[tuple, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        s = Settings(home=Path(tmp))
-        s.landing_dir.mkdir(parents=True)
+    s = Settings(home=shared_warehouse)
+    landing = s.landing_dir / f"e{n}"  # the next example must see only its own files
+    landing.mkdir(parents=True)
+    try:
         n_good_files = 0
         for i, (fmt, damage, file_rows, cut) in enumerate(data):
-            # Keys are disjoint between files, so a damaged file cannot shadow a good one.
-            rows = [(f"{r[0].strip()}-{i}", *r[1:]) for r in file_rows]
-            path = s.landing_dir / f"f{i}.{fmt}"
+            # Keys are disjoint between files (and examples), so a damaged file cannot
+            # shadow a good one.
+            rows = [(f"{r[0].strip()}-{n}-{i}", *r[1:]) for r in file_rows]
+            path = landing / f"f{i}.{fmt}"
             if fmt == "csv":
                 write_csv(path, [list(r) for r in rows])
             elif fmt == "ndjson":
@@ -480,19 +520,23 @@ def test_property_malformed_files(data) -> None:
                     key = (service.strip(), metric, ts, _canonical(labels))
                     expected[key] = float(value)
         report = ingest_landing(s, as_of=AS_OF)
-        assert all(b.balanced for b in report.batches)
-        assert report.files_loaded + report.files_quarantined == len(data)
-        assert_balanced(s)
-        got = query(
-            s, "SELECT service, metric, strftime(ts, '%Y-%m-%dT%H:%M:%SZ'), labels, "
-            "arg_max(value, ingested_at) FROM raw.telemetry GROUP BY ALL"
-        )  # fmt: skip
-        stored = {(sv, m, t, _canonical(lb)): v for sv, m, t, lb, v in got}
-        # Every row of every intact file is stored with its latest value.
-        for key, value in expected.items():
-            assert stored.get(key) == value, key
-        (n_quarantine_files,) = query(
-            s,
-            "SELECT count(DISTINCT path) FROM raw.ingest_batches WHERE status = 'file_quarantined'",
-        )[0]
-        assert n_quarantine_files <= len(data) - n_good_files
+    finally:
+        shutil.rmtree(landing)
+    assert all(b.balanced for b in report.batches)
+    assert report.files_loaded + report.files_quarantined == len(data)
+    assert_balanced(s)
+    ids = _batch_ids(report)
+    got = query(
+        s, "SELECT service, metric, strftime(ts, '%Y-%m-%dT%H:%M:%SZ'), labels, "
+        f"arg_max(value, ingested_at) FROM raw.telemetry WHERE batch_id IN ({ids}) GROUP BY ALL"
+    )  # fmt: skip
+    stored = {(sv, m, t, _canonical(lb)): v for sv, m, t, lb, v in got}
+    # Every row of every intact file is stored with its latest value.
+    for key, value in expected.items():
+        assert stored.get(key) == value, key
+    (n_quarantine_files,) = query(
+        s,
+        "SELECT count(DISTINCT path) FROM raw.ingest_batches "
+        f"WHERE status = 'file_quarantined' AND batch_id IN ({ids})",
+    )[0]
+    assert n_quarantine_files <= len(data) - n_good_files

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -69,6 +70,36 @@ def test_extensions_come_from_the_wheels(tmp_path: Path) -> None:
     )
     assert set(rows) == {"ducklake", "sqlite_scanner"}
     assert all(str(tmp_path / "ext") in p for p in rows.values())
+
+
+def test_compaction_merges_small_files_and_keeps_time_travel(settings: Settings) -> None:
+    from scaleahead.warehouse.maintenance import compact
+
+    insert = """
+        INSERT INTO raw.telemetry
+        SELECT 'svc', 'request_rate', TIMESTAMP '2024-01-01' + to_minutes(? * 1000 + i),
+               i, '{}', 'b' || ?, TIMESTAMP '2024-02-01'
+        FROM range(1000) AS t(i)
+    """
+    with connect() as con:
+        for batch in range(5):  # one small file per commit, like 5-minute increments
+            con.execute(insert, [batch, batch])
+        con.execute("DELETE FROM raw.telemetry WHERE batch_id = 'b1' AND value < 500")
+        before_delete = current_snapshot_id(con) - 1
+        expected = con.execute("SELECT sum(value), count(*) FROM raw.telemetry").fetchone()
+    report = compact(settings)
+    assert report.data_files_before >= 5
+    assert report.data_files_after < report.data_files_before
+    assert report.snapshots_expired == 0
+    with connect(read_only=True) as con:
+        assert con.execute("SELECT sum(value), count(*) FROM raw.telemetry").fetchone() == expected
+        old = f"SELECT count(*) FROM lake.raw.telemetry AT (VERSION => {before_delete})"
+        assert con.execute(old).fetchone() == (5000,)
+    # Expiring with a retention of 0 drops the old snapshots (time travel to them is gone).
+    assert compact(settings, expire_older_than=timedelta(0)).snapshots_expired > 0
+    with connect(read_only=True) as con, pytest.raises(duckdb.Error):
+        con.execute(old).fetchone()
+    assert read_sql("SELECT count(*) AS n FROM raw.telemetry")["n"].item() == expected[1]
 
 
 def test_shell_and_sql_are_read_only(settings: Settings) -> None:

@@ -12,7 +12,13 @@ from pathlib import Path
 
 from scaleahead.config import Settings, get_settings
 
-PIPELINE_DAGS = ("telemetry_ingest", "warehouse_transform", "forecast_train", "forecast_publish")
+PIPELINE_DAGS = (
+    "telemetry_ingest",
+    "warehouse_transform",
+    "forecast_train",
+    "forecast_publish",
+    "anomaly_alerts",
+)
 
 
 class AirflowError(RuntimeError):

@@ -342,5 +342,23 @@ def forecast(
     _print_report(report.as_dict())
 
 
+@app.command()
+def simulate(
+    trace: Annotated[
+        Path, typer.Option("--trace", help="CSV/Parquet unique_id, ds, y or NAB timestamp, value.")
+    ],
+    output: Annotated[Path, typer.Option("--output", help="Directory for the summary and report.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML/JSON twin settings (see docs).")
+    ] = None,
+) -> None:
+    """Capacity twin: replay a demand trace against reactive, predictive and reference policies."""
+    from scaleahead.twin.runner import simulate_file
+
+    summary = _run(lambda: simulate_file(trace, output, config))
+    typer.echo(f"summary: {output / 'summary.json'}  report: {output / 'report.html'}")
+    _print_report({p: summary[p]["underprovisioned_minutes"] for p in summary if p != "details"})
+
+
 if __name__ == "__main__":
     app()

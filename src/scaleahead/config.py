@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # Ingest sources beyond the landing folder: Prometheus query sets, NAB-style CSV mappings.
     ingest_config: Path = Path("ml/ingest.yaml")
     mlflow_dir: Path | None = None
+    # An MLflow tracking server (e.g. http://127.0.0.1:5000, production mode); unset: the
+    # embedded SQLite store under mlflow_dir. The server then decides artifact locations.
+    mlflow_server_url: str | None = None
     airflow_home: Path | None = None
     gx_docs_dir: Path | None = None
     reports_dir: Path | None = None
@@ -123,10 +126,14 @@ class Settings(BaseSettings):
 
     @property
     def mlflow_tracking_uri(self) -> str:
+        if self.mlflow_server_url:
+            return self.mlflow_server_url
         return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
     @property
-    def mlflow_artifact_location(self) -> str:
+    def mlflow_artifact_location(self) -> str | None:
+        if self.mlflow_server_url:
+            return None
         return (self.mlflow_dir / "artifacts").as_uri()
 
     def model_name(self, metric: str | None = None) -> str:

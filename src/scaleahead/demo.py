@@ -133,6 +133,13 @@ def _summary_table(settings: Settings, timings: dict[str, float]) -> Table:
         f"{publish.get('horizon', 0)} steps, p50/p90/p95) by model v"
         f"{publish.get('model_version', '?')}",
     )
+    alerts = reports.load("alerts", settings) or {}
+    table.add_row(
+        "anomalies",
+        f"{alerts.get('rows_scored', 0):,} points scored over {alerts.get('series', 0)} series: "
+        f"{alerts.get('firing', 0)} alerts firing on {alerts.get('firing_services', 0)} "
+        f"services, {alerts.get('resolved', 0)} resolved",
+    )
     table.add_row("time", ", ".join(f"{k} {v} s" for k, v in timings.items()))
     return table
 
@@ -146,6 +153,10 @@ def run_demo(
     settings: Settings | None = None,
 ) -> dict[str, Any]:
     settings = settings or get_settings()
+    if "scaling_clock" not in settings.model_fields_set:
+        # The generated data ends in the past; scaling decisions are made as of its end so the
+        # served recommendations are predictive rather than a stale-forecast fallback.
+        settings = settings.model_copy(update={"scaling_clock": "data"})
     started = time.perf_counter()
     console.print(
         f"[bold]scaleahead demo[/bold]: {services} services x {days} days, seed {seed}; "
@@ -169,7 +180,9 @@ def run_demo(
     first_service = _first_service(settings)
     url = f"http://{host}:{chosen}"
     console.print(f"API: {url}  (OpenAPI: {url}/openapi.json)")
-    console.print(f"Try:  curl -s {url}/v1/forecasts/{first_service}")
+    console.print(f"Try:  curl -s {url}/v1/services/{first_service}/forecast")
+    console.print(f"      curl -s {url}/v1/services/{first_service}/recommendation")
+    console.print(f"      curl -s {url}/metrics | grep scaleahead_forecast")
     result = {"timings": timings, "url": url, "publish": publish, "service": first_service}
     reports.save("demo", result, settings)
     if serve:

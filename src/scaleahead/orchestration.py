@@ -19,6 +19,15 @@ ALERTS = Asset(name="alerts", uri="scaleahead://warehouse/serving/alerts")
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 
+
+def on_task_failure(context: dict[str, Any]) -> None:
+    """Alert through Alertmanager once a task has failed its last retry."""
+    # Imported here: DAG parsing should not pay for the alerting client.
+    from scaleahead.failure_alerts import notify_failure
+
+    notify_failure(context)
+
+
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "scaleahead",
     "retries": 2,
@@ -26,6 +35,7 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(minutes=30),
+    "on_failure_callback": on_task_failure,
 }
 
 

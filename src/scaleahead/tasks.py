@@ -6,7 +6,7 @@ dict (an XCom in Airflow). Business logic lives in the stage modules, not here.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from scaleahead import reports
@@ -39,23 +39,54 @@ def transform(
     return reports.save("transform", build(settings=settings, dbt_vars=dbt_vars or None), settings)
 
 
+def gate(
+    checkpoint: str = "full",
+    run_id: str | None = None,
+    window_start: datetime | None = None,
+    window_end: datetime | None = None,
+    batch_ids: list[str] | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """One quality-gate checkpoint; the verdict is recorded, never raised (DAGs decide)."""
+    from scaleahead.quality.gate import run_gate
+
+    settings = settings or get_settings()
+    report = run_gate(
+        settings=settings,
+        run_id=run_id,
+        window_start=window_start,
+        window_end=window_end,
+        checkpoint=checkpoint,
+        batch_ids=batch_ids,
+    )
+    return reports.save("check", report, settings)
+
+
+def mart_window(settings: Settings | None = None) -> timedelta:
+    """How far back from a run's end the transform checkpoint validates the mart."""
+    from scaleahead.quality.suites import load_config
+
+    settings = settings or get_settings()
+    return timedelta(minutes=5 * load_config(settings.quality_config).mart_window_intervals)
+
+
 def check(
     run_id: str | None = None,
     window_start: datetime | None = None,
     window_end: datetime | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
-    from scaleahead.quality.gate import run_gate
-
-    settings = settings or get_settings()
-    report = run_gate(
-        settings=settings, run_id=run_id, window_start=window_start, window_end=window_end
-    )
-    data = reports.save("check", report, settings)
+    data = gate("full", run_id, window_start, window_end, settings=settings)
     if data.get("blocking"):
-        failed = [f.get("expectation", str(f)) for f in data.get("failures", [])][:5]
-        raise GateBlocked(f"quality gate blocked downstream stages: {', '.join(map(str, failed))}")
+        raise GateBlocked(f"quality gate blocked downstream stages: {data.get('reason')}")
     return data
+
+
+def gate_block_reason(settings: Settings | None = None) -> str | None:
+    """Why training/publishing must skip now (the latest gate runs block), else None."""
+    from scaleahead.quality.status import block_reason
+
+    return block_reason(settings or get_settings())
 
 
 def train(settings: Settings | None = None) -> dict[str, Any]:

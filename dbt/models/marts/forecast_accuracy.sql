@@ -82,4 +82,6 @@ final as (
 
 )
 
+-- Time order lets increments prune history (see int_telemetry_1m).
 select * from final
+order by ds

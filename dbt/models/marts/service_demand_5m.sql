@@ -123,6 +123,7 @@ final as (
 
 )
 
+-- Time order lets increments prune history (see int_telemetry_1m).
 select
     service,
     ds,
@@ -133,3 +134,4 @@ select
     is_gap,
     demand
 from final
+order by ds

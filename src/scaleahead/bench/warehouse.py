@@ -185,4 +185,10 @@ def run(settings: Settings) -> dict[str, float | int | str]:
             shutil.rmtree(scratch, ignore_errors=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    # The target: an increment costs the increment, so the largest history's figure stays
+    # within 2x of the smallest's.
+    labels = [_label(rows) for rows in sorted(sizes)]
+    if len(labels) > 1:
+        first, last = figures[f"incr_build_s_{labels[0]}"], figures[f"incr_build_s_{labels[-1]}"]
+        figures[f"incr_ratio_{labels[-1]}_to_{labels[0]}"] = round(last / first, 2)
     return figures

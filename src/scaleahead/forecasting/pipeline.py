@@ -61,6 +61,9 @@ class PublishReport:
     last_ds: str
     source: str = "registry"  # where the champion came from: "registry" | "last_good"
     skipped_services: list[str] = field(default_factory=list)
+    # Held back by the quality gate: data quarantined upstream, or the forecast failed its suite.
+    quarantined_services: dict[str, str] = field(default_factory=dict)
+    quality_run_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,6 +206,9 @@ def publish(settings: Settings | None = None, created_at: datetime | None = None
             "created_at": pd.Timestamp(_naive_utc(created_at)),
         }
     )
+    rows, held_back, quality_run = _quality_screen(
+        settings, rows, history, champion.forecaster.min_history, horizon, batch_id
+    )
     with connect(path=settings.warehouse_path) as con:
         con.execute("BEGIN TRANSACTION")
         try:
@@ -222,11 +228,40 @@ def publish(settings: Settings | None = None, created_at: datetime | None = None
         batch_id=batch_id,
         model_name=champion.model_name,
         model_version=champion.version,
-        services=int(fc[ID].nunique()),
+        services=int(rows["service"].nunique()),
         rows=len(rows),
         horizon=horizon,
-        first_ds=str(fc[DS].min()),
-        last_ds=str(fc[DS].max()),
+        first_ds=str(rows["ds"].min()),
+        last_ds=str(rows["ds"].max()),
         source=champion.source,
         skipped_services=[str(s) for s in skipped],
+        quarantined_services=held_back,
+        quality_run_id=quality_run,
     )
+
+
+def _quality_screen(
+    settings: Settings,
+    rows: pd.DataFrame,
+    history: pd.DataFrame,
+    min_history: int,
+    horizon: int,
+    batch_id: str,
+) -> tuple[pd.DataFrame, dict[str, str], str]:
+    """Drop the services the data gate quarantined, then run the forecast suite on the rest and
+    drop the services whose forecast fails it; a global failure stops the publish."""
+    from scaleahead.quality.gate import check_forecasts
+    from scaleahead.quality.status import gate_status
+
+    held_back = dict(gate_status(settings).quarantined)
+    rows = rows[~rows["service"].isin(held_back)]
+    counts = history.groupby(ID).size()
+    active = sorted(str(s) for s in counts[counts >= min_history].index if s not in held_back)
+    report = check_forecasts(rows, active, horizon, f"publish:{batch_id}", settings)
+    if report.blocking:
+        raise ForecastingError(f"forecast quality gate failed: {report.reason}")
+    failed = {svc: ", ".join(why) for svc, why in report.quarantined.items()}
+    rows = rows[~rows["service"].isin(failed)]
+    if rows.empty:
+        raise ForecastingError("every service was quarantined by the quality gate")
+    return rows, held_back | failed, report.run_id

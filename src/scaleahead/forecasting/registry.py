@@ -110,7 +110,7 @@ def tracking(settings: Settings | None = None) -> Iterator[MlflowClient]:
         mlflow.set_registry_uri(previous[1])
 
 
-def ensure_experiment(client: MlflowClient, name: str, artifact_location: str) -> str:
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
         return client.create_experiment(name, artifact_location=artifact_location)

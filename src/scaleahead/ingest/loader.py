@@ -2,9 +2,11 @@
 
 Per batch, set-based SQL passes over DuckDB's native readers (no row-by-row Python):
 
-1. ``_norm``: one typed/validated pass over the reader: naive-UTC ``ts``, ``DOUBLE`` value,
-   canonical labels (computed once per distinct label input and joined back) and the first
-   failing ``reason`` per record (NULL = good);
+1. ``_norm``: one typed/classifying pass over the reader (the file is parsed once, never
+   copied as text): naive-UTC ``ts``, ``DOUBLE`` value, the raw label inputs, the first
+   failing ``reason`` per record (NULL = good) and, for bad records only, their text and row
+   number; canonical labels are computed once per distinct label input (``_lbl``) and joined
+   back by the ``_good`` view;
 2. one aggregate: counts, the batch's ``ts`` range and whether any key repeats in the batch;
 3. in one transaction: quarantine = ``INSERT ... WHERE reason IS NOT NULL``; load =
    ``INSERT ... SELECT`` of the good rows, deduplicated in-batch by ``QUALIFY`` (last record
@@ -27,6 +29,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -89,7 +92,13 @@ def batch_id_for(rel: str, content_hash: str, source: str = SOURCE) -> str:
 
 
 def _text_expr(expr: str) -> str:
-    return f"NULLIF(trim(CAST({expr} AS VARCHAR)), '')"
+    # trim() copies every string (it was the costliest part of typing a CSV): only values
+    # that start or end with a space pay for it.
+    text = f"CAST({expr} AS VARCHAR)"
+    return (
+        f"CASE WHEN prefix({text}, ' ') OR suffix({text}, ' ') "
+        f"THEN NULLIF(trim({text}), '') ELSE NULLIF({text}, '') END"
+    )
 
 
 def _timestamp_expr(expr: str, sql_type: str) -> str:
@@ -113,7 +122,8 @@ def _timestamp_expr(expr: str, sql_type: str) -> str:
 def _value_expr(expr: str, sql_type: str) -> str:
     if sql_type.upper().split("(")[0] in _NUMERIC_TYPES:
         return f"CAST({expr} AS DOUBLE)"
-    return f"TRY_CAST(trim(CAST({expr} AS VARCHAR)) AS DOUBLE)"
+    # The cast itself skips surrounding whitespace; trim() would copy every string.
+    return f"TRY_CAST(CAST({expr} AS VARCHAR) AS DOUBLE)"
 
 
 def type_drift(staged: Staged, fmt: str) -> list[tuple[str, str]]:
@@ -172,14 +182,25 @@ def _canonical_labels_sql(staged: Staged) -> str:
     return f"CASE WHEN {invalid} THEN NULL ELSE {canonical} END"
 
 
-def normalise(
-    con: duckdb.DuckDBPyConnection, staged: Staged, fmt: str, future_limit: datetime
-) -> None:
-    """Build ``_norm(rid, service, metric, ts, value, labels, reason)`` in one pass.
+def _labels_invalid_sql(staged: Staged) -> str:
+    """True when the ``labels`` input is present but not a JSON object (same test as
+    :func:`_canonical_labels_sql`), so the typed pass can classify without canonicalising."""
+    if "labels" not in staged.columns:
+        return "false"
+    return "(_l_labels IS NOT NULL AND TRY_CAST(TRY_CAST(_l_labels AS JSON) AS MAP(VARCHAR, JSON)) IS NULL)"  # noqa: E501
 
-    Labels are canonicalised once per distinct input combination (``_lbl``) and joined back:
-    the JSON map work is the expensive part and a batch rarely has more than a few label sets.
-    """
+
+def _typed_select(
+    staged: Staged, fmt: str, future_limit: datetime, check_labels: bool = True
+) -> str:
+    """One typed, classifying projection of the reader (no materialisation):
+    ``service, metric, ts, value, _l_*, reason, record, rowno`` with naive-UTC ``ts``,
+    ``DOUBLE`` value, the raw label inputs, the first failing ``reason`` (NULL = good) and,
+    for bad records only, their text and row number. A pure projection, so DuckDB keeps file
+    order when it is materialised and the output row id is the record ordinal.
+
+    Without ``check_labels`` the (per-row JSON) label test is left out: the streaming path
+    checks each distinct label input once instead."""
     cols = staged.columns
     inputs = _label_inputs(staged)
     type_changed = "true" if type_drift(staged, fmt) else "false"
@@ -192,67 +213,158 @@ def normalise(
         value = _value_expr(*cols["value"])
     malformed = staged.malformed_sql or "false"
     checks = [
-        "_malformed",
+        "_n_malformed",
         type_changed,
-        "service IS NULL",
-        "metric IS NULL",
-        "ts IS NULL OR NOT isfinite(ts)",
-        "value IS NULL",
-        "NOT isfinite(value)",
-        "ts > $future_limit",
-        "labels IS NULL",
+        "_n_service IS NULL",
+        "_n_metric IS NULL",
+        "_n_ts IS NULL OR NOT isfinite(_n_ts)",
+        "_n_value IS NULL",
+        "NOT isfinite(_n_value)",
+        f"_n_ts > TIMESTAMP '{future_limit.isoformat(sep=' ')}'",
+        _labels_invalid_sql(staged) if inputs and check_labels else "false",
     ]
     cases = " ".join(
         f"WHEN {cond} THEN '{reason}'" for cond, reason in zip(checks, REASONS, strict=True)
     )
     input_cols = "".join(f", {expr} AS {alias}" for alias, expr in inputs)
-    if inputs and type_changed == "false":
-        aliases = ", ".join(alias for alias, _ in inputs)
+    aliases = "".join(f", {alias}" for alias, _ in inputs)
+    rowno = "NULL" if not staged.ordinal_in_relation else staged.row_number_sql
+    # The source columns pass through the inner queries so the record text and row number
+    # are computed for bad records only.
+    return f"""
+        SELECT _n_service AS service, _n_metric AS metric, _n_ts AS ts, _n_value AS value
+               {aliases}, _n_reason AS reason,
+               CASE WHEN _n_reason IS NOT NULL THEN {staged.record_sql} END AS record,
+               CASE WHEN _n_reason IS NOT NULL THEN {rowno} END AS rowno
+        FROM (
+            SELECT *, CASE {cases} END AS _n_reason
+            FROM (
+                SELECT *, ({malformed}) AS _n_malformed, {service} AS _n_service,
+                       {metric} AS _n_metric, {ts} AS _n_ts, {value} AS _n_value {input_cols}
+                FROM {staged.relation}
+            )
+        )
+    """
+
+
+def _scan(con: duckdb.DuckDBPyConnection, staged: Staged, sql: str) -> None:
+    for statement in staged.before:
+        con.execute(statement)
+    con.execute(sql)
+    for statement in staged.after:
+        con.execute(statement)
+
+
+@dataclass
+class BatchStats:
+    records: int
+    good: int
+    rejected: int  # records the parser could not split (``_rejects``)
+    lo: datetime | None
+    hi: datetime | None
+    repeats: bool  # some key occurs more than once among the good records
+    exact: bool  # ``_norm`` is materialised (bad records or repeats need ordinals)
+
+
+def _group_stats_sql(inputs: str, source: str) -> str:
+    """Per distinct label input: counts, ts range and distinct keys (hash) of good records.
+
+    Label inputs are part of the key, so distinct keys per group add up to the batch's."""
+    group = f"GROUP BY {inputs.lstrip(', ')}" if inputs else ""
+    return f"""
+        CREATE OR REPLACE TEMP TABLE _groups AS
+        SELECT {inputs.lstrip(", ")}{"," if inputs else ""}
+               count(*) AS n, count(*) FILTER (reason IS NULL) AS good,
+               min(ts) FILTER (reason IS NULL) AS lo, max(ts) FILTER (reason IS NULL) AS hi,
+               count(DISTINCT hash(service, metric, ts)) FILTER (reason IS NULL) AS keys
+        FROM {source} {group}
+    """
+
+
+def prepare(
+    con: duckdb.DuckDBPyConnection, staged: Staged, fmt: str, future_limit: datetime
+) -> BatchStats:
+    """Classify the batch and expose its good rows as the view ``_good(rid, service, metric,
+    ts, value, labels)``.
+
+    The common batch (every record good, no key twice) is read twice in a streaming fashion:
+    one aggregate pass (counts, ts range, distinct keys per distinct label input) and the
+    INSERT; nothing is materialised. Otherwise the typed pass is materialised once as
+    ``_norm`` so bad records keep their text and row numbers and repeats their file order.
+    Formats whose parse costs more than a typed copy (``staged.materialise``: NDJSON) are
+    materialised up front and both passes read ``_norm``.
+    Canonical labels are computed once per distinct label input (``_lbl``; NULL = invalid):
+    the JSON map work is the expensive part and a batch rarely has more than a few label sets.
+    """
+    inputs = _label_inputs(staged)
+    aliases = "".join(f", {alias}" for alias, _ in inputs)
+    drifted = bool(type_drift(staged, fmt))
+    fast = _typed_select(staged, fmt, future_limit, check_labels=False)
+    if staged.materialise:
+        # Parsing costs more than keeping the typed columns (NDJSON): parse once.
+        _scan(
+            con,
+            staged,
+            f"CREATE OR REPLACE TEMP TABLE _norm AS {_typed_select(staged, fmt, future_limit)}",
+        )
+        fast = "SELECT * FROM _norm"
+    _scan(con, staged, _group_stats_sql(aliases, f"({fast})"))
+    records, good, lo, hi, keys = con.execute(
+        "SELECT sum(n), sum(good), min(lo), max(hi), sum(keys) FROM _groups"
+    ).fetchone()
+    records, good, keys = int(records or 0), int(good or 0), int(keys or 0)
+    (rejected,) = con.execute("SELECT count(*) FROM _rejects").fetchone()
+    label_join, labels, invalid, aliased = "", "'{}'", False, False
+    if inputs and not drifted:
+        names = ", ".join(alias for alias, _ in inputs)
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _lbl AS
-            SELECT {aliases}, {_canonical_labels_sql(staged)} AS labels
-            FROM (SELECT DISTINCT {", ".join(f"{e} AS {a}" for a, e in inputs)}
-                  FROM {staged.relation} WHERE NOT ({malformed}))
+            SELECT {names}, {_canonical_labels_sql(staged)} AS labels
+            FROM (SELECT DISTINCT {names} FROM _groups WHERE good > 0)
             """
         )
-        on = " AND ".join(f"base.{a} IS NOT DISTINCT FROM lbl.{a}" for a, _ in inputs)
+        on = " AND ".join(f"n.{a} IS NOT DISTINCT FROM lbl.{a}" for a, _ in inputs)
         label_join, labels = f"LEFT JOIN _lbl lbl ON {on}", "lbl.labels"
-    else:
-        label_join, labels = "", "'{}'"
+        # Two label inputs with the same canonical labels (e.g. keys in another order) can
+        # hide a repeated key from the per-input count.
+        invalid, aliased = con.execute(
+            "SELECT count(*) FILTER (labels IS NULL) > 0, "
+            "count(labels) > count(DISTINCT labels) FROM _lbl"
+        ).fetchone()
+    exact = records != good or rejected > 0 or keys < good or invalid or aliased
+    # Every record is good: the streaming INSERT skips the reason filter (DuckDB would
+    # evaluate the typing twice, in the filter and the projection); load_batch checks that
+    # it loaded exactly `good` rows.
+    source, rid, repeats, where = f"({fast})", "NULL::BIGINT", False, ""
+    if exact:
+        if not staged.materialise:
+            _scan(
+                con,
+                staged,
+                f"CREATE OR REPLACE TEMP TABLE _norm AS {_typed_select(staged, fmt, future_limit)}",
+            )
+        source, rid, where = "_norm", "n.rowid", "WHERE n.reason IS NULL"
+        records, good, lo, hi, keys = con.execute(
+            f"""
+            SELECT count(*), count(*) FILTER (reason IS NULL),
+                   min(ts) FILTER (reason IS NULL), max(ts) FILTER (reason IS NULL),
+                   count(DISTINCT hash(service, metric, ts {aliases})) FILTER (reason IS NULL)
+            FROM _norm
+            """
+        ).fetchone()
+        # Equal keys hash equal, so distinct hashes < good rows whenever a key repeats (a
+        # hash collision only costs a needless in-batch dedupe).
+        repeats = keys < good or bool(aliased)
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE _norm AS
-        WITH base AS (
-            SELECT _rid AS rid, ({malformed}) AS _malformed, {service} AS service,
-                   {metric} AS metric, {ts} AS ts, {value} AS value {input_cols}
-            FROM {staged.relation}
-        ), typed AS (
-            SELECT base.rid, base._malformed, base.service, base.metric, base.ts, base.value,
-                   {labels} AS labels
-            FROM base {label_join}
-        )
-        SELECT rid, service, metric, ts, value, labels,
-               CASE {cases} END AS reason
-        FROM typed
-        """,
-        {"future_limit": future_limit},
+        CREATE OR REPLACE TEMP VIEW _good AS
+        SELECT {rid} AS rid, n.service, n.metric, n.ts, n.value, {labels} AS labels
+        FROM {source} n {label_join}
+        {where}
+        """
     )
-
-
-def _stats(con: duckdb.DuckDBPyConnection) -> tuple[int, int, datetime, datetime, bool]:
-    """(records, good, min ts, max ts, some key repeats) of ``_norm``, in one pass."""
-    total, good, lo, hi, distinct = con.execute(
-        """
-        SELECT count(*), count(*) FILTER (reason IS NULL),
-               min(ts) FILTER (reason IS NULL), max(ts) FILTER (reason IS NULL),
-               count(DISTINCT hash(service, metric, ts, labels)) FILTER (reason IS NULL)
-        FROM _norm
-        """
-    ).fetchone()
-    # Equal keys hash equal, so distinct hashes < good rows whenever a key repeats (a hash
-    # collision only sends a batch down the exact path needlessly).
-    return total, good, lo, hi, distinct < good
+    return BatchStats(records, good, rejected, lo, hi, repeats, exact)
 
 
 def _overlaps(con: duckdb.DuckDBPyConnection, lo: datetime | None, hi: datetime | None) -> bool:
@@ -265,12 +377,12 @@ def _overlaps(con: duckdb.DuckDBPyConnection, lo: datetime | None, hi: datetime 
 
 
 def load_sql(repeats: bool, overlap: bool) -> str:
-    """Good rows of ``_norm`` minus in-batch repeats (last wins) and re-delivered rows.
+    """Good rows (``_good``) minus in-batch repeats (last wins) and re-delivered rows.
 
     A row equal to the latest stored version of its key is a re-delivery; a different value
     is a correction and loads (staging keeps the newest ``ingested_at``).
     """
-    good = "SELECT service, metric, ts, labels, value FROM _norm WHERE reason IS NULL"
+    good = "SELECT service, metric, ts, labels, value FROM _good"
     if repeats:
         good += (
             " QUALIFY row_number() OVER (PARTITION BY service, metric, ts, labels "
@@ -341,15 +453,13 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 
 def _quarantine_sql(staged: Staged) -> str:
-    """Bad records of ``_norm`` joined back to the reader for their row number and text."""
+    """Bad records of ``_norm`` (text and row number kept by the typed pass) and ``_rejects``."""
+    # Streaming readers have no ordinal of their own: it is the row's position in _norm.
+    rowno = "rowno" if staged.ordinal_in_relation else staged.row_number_sql
     return f"""
         INSERT INTO raw.quarantine
-        SELECT $batch, $path, r.row_number, r.record, q.reason, $at
-        FROM (SELECT rid, reason FROM _norm WHERE reason IS NOT NULL) q
-        JOIN (SELECT _rid, {staged.row_number_sql} AS row_number, {staged.record_sql} AS record
-              FROM {staged.relation}
-              WHERE _rid IN (SELECT rid FROM _norm WHERE reason IS NOT NULL)) r
-          ON r._rid = q.rid
+        SELECT $batch, $path, {rowno}, record, reason, $at
+        FROM (SELECT rowid AS _rid, rowno, record, reason FROM _norm WHERE reason IS NOT NULL)
         UNION ALL
         SELECT $batch, $path, row_number, record, reason, $at FROM _rejects
     """
@@ -367,11 +477,31 @@ def _drift(staged: Staged, fmt: str) -> list[tuple[str, str, str, str]]:
 
 
 def _cleanup(con: duckdb.DuckDBPyConnection) -> None:
-    for table in ("_raw", "_rejects", "_norm", "_lbl", "_lines", "_reject_offsets",
+    con.execute("DROP VIEW IF EXISTS _good")
+    for table in ("_raw", "_rejects", "_norm", "_lbl", "_groups", "_lines", "_reject_offsets",
                   "_csv_rejects", "_csv_rejects_scan"):  # fmt: skip
         con.execute(f"DROP TABLE IF EXISTS {table}")
     with suppress(duckdb.Error):
         con.unregister("_arrow")
+
+
+def _stage_prepared(
+    con: duckdb.DuckDBPyConnection, item: Batch, future_limit: datetime
+) -> tuple[Staged, BatchStats]:
+    """Stage and classify; a streaming reader that fails mid-file is retried once through
+    its exact staging (when it has one)."""
+    staged = stage(con, item)
+    try:
+        return staged, prepare(con, staged, item.fmt, future_limit)
+    except duckdb.Error:
+        if staged.fallback is None:
+            raise
+        log.info("%s: fast reader failed, re-staging line by line", item.key)
+        try:
+            staged = staged.fallback()
+        except (duckdb.Error, OSError, UnicodeError, ValueError) as exc:
+            raise FileRejected("unreadable_file", f"{type(exc).__name__}: {exc}") from exc
+        return staged, prepare(con, staged, item.fmt, future_limit)
 
 
 def load_batch(
@@ -383,10 +513,9 @@ def load_batch(
     batch_id = batch_id_for(item.key, item.content_hash, item.source)
     batch = BatchResult(batch_id, item.key, item.content_hash, LOADED, source=item.source)
     try:
-        staged = stage(con, item)
-        normalise(con, staged, item.fmt, future_limit)
-        total, good, lo, hi, repeats = _stats(con)
-        (rejected,) = con.execute("SELECT count(*) FROM _rejects").fetchone()
+        staged, stats = _stage_prepared(con, item, future_limit)
+        total, good, rejected = stats.records, stats.good, stats.rejected
+        lo, hi, repeats = stats.lo, stats.hi, stats.repeats
     except (FileRejected, duckdb.Error) as exc:
         reason = exc.reason if isinstance(exc, FileRejected) else "unreadable_file"
         batch.status, batch.error = FILE_QUARANTINED, f"{reason}: {exc}"
@@ -422,6 +551,9 @@ def load_batch(
                 sql = load_sql(repeats, overlap)
                 bounds = {"lo": lo, "hi": hi} if overlap else {}
                 (loaded,) = con.execute(sql, {**params, **bounds}).fetchone() if good else (0,)
+                if not stats.exact and not overlap and loaded != good:
+                    # The streaming INSERT re-reads the file: it changed under us. Roll back.
+                    raise RuntimeError(f"{item.key} changed while loading ({loaded} != {good})")
                 batch.rows_read = total + rejected
                 batch.rows_loaded = loaded
                 batch.rows_quarantined = total - good + rejected

@@ -1,10 +1,14 @@
 """The landing-folder source and format-specific staging of a batch for the loader.
 
 Each ``stage_*`` function returns a :class:`Staged`: a FROM-able relation (a native DuckDB
-reader or a temp table) exposing ``_rid`` (the 0-based record ordinal in the file) and the
-source columns, plus how to reach each telemetry column from it. Records the parser itself
-cannot split into columns (ragged CSV rows) go to the temp table ``_rejects(row_number,
-record, reason)``; NDJSON lines that are not JSON objects are flagged by ``malformed_sql``.
+reader or a temp table) and how to reach each telemetry column from it. Typed relations expose
+``_rid`` (the 0-based record ordinal in the file); the CSV and clean-NDJSON paths hand the
+loader the parallel reader itself (``ordinal_in_relation=False``): the loader's single typed
+pass preserves file order, so the ordinal is the row id of its output, and the file is parsed
+once without an all-VARCHAR copy. Records the parser itself cannot split into columns (ragged
+CSV rows) go to the temp table ``_rejects(row_number, record, reason)`` (built by the
+``after`` statements once the reader has run); NDJSON lines that are not JSON objects are
+flagged by ``malformed_sql``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import csv
 import fnmatch
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +69,16 @@ class Staged:
     # SQL over the relation: true for records that are not records at all (NDJSON non-objects).
     malformed_sql: str | None = None
     notes: list[str] = field(default_factory=list)
+    # False: the relation is a streaming reader without ``_rid``; ``_rid`` in row_number_sql
+    # means the record's position in the loader's (order-preserving) output instead.
+    ordinal_in_relation: bool = True
+    # SQL to run before / once each scan of the relation (e.g. the CSV reader's rejects).
+    before: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
+    # Materialise the typed pass before the stats pass instead of reading the file twice.
+    materialise: bool = False
+    # Exact (slower) staging to retry with when scanning the relation fails.
+    fallback: Callable[[], Staged] | None = None
 
 
 @dataclass(frozen=True)
@@ -193,42 +207,40 @@ def stage_csv(con: duckdb.DuckDBPyConnection, batch: Batch) -> Staged:
     # files over a single ragged row, and we want that row quarantined, not the file.
     columns = "{" + ", ".join(f"{quote_literal(c)}: 'VARCHAR'" for c in header) + "}"
     con.execute("DROP TABLE IF EXISTS _csv_rejects; DROP TABLE IF EXISTS _csv_rejects_scan")
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _raw AS
-        SELECT * FROM read_csv({quote_literal(str(batch.path))}, columns = {columns},
-            header = true, auto_detect = false, delim = ',', quote = '"', escape = '"',
-            store_rejects = true, rejects_table = '_csv_rejects',
-            rejects_scan = '_csv_rejects_scan', encoding = 'utf-8')
-        """
+    reader = (
+        f"read_csv({quote_literal(str(batch.path))}, columns = {columns}, "
+        "header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"', "
+        "store_rejects = true, rejects_table = '_csv_rejects', "
+        "rejects_scan = '_csv_rejects_scan', encoding = 'utf-8')"
     )
-    # One rejected record can report several column errors; keep one row per record.
-    con.execute(
+    after = [
+        # One rejected record can report several column errors; keep one row per record.
         """
         CREATE OR REPLACE TEMP TABLE _rejects AS
         SELECT line - 1 AS row_number, any_value(csv_line) AS record,
                'malformed_row' AS reason
         FROM _csv_rejects GROUP BY line ORDER BY line
-        """
-    )
-    con.execute(
+        """,
         """
         CREATE OR REPLACE TEMP TABLE _reject_offsets AS
         SELECT row_number - row_number() OVER (ORDER BY row_number) AS accepted_before
         FROM _rejects
-        """
-    )
+        """,
+    ]
     cols = {_canonical(c): (quote_ident(c), "VARCHAR") for c in header}
     _apply_mapping(cols, batch.mapping)
     record = "concat_ws(',', " + ", ".join(f"COALESCE({quote_ident(c)}, '')" for c in header) + ")"
     return Staged(
-        relation="(SELECT rowid AS _rid, * FROM _raw)",
+        relation=reader,
         columns=cols,
         # Data row of the k-th accepted record = k + 1 + rejected records in front of it.
         row_number_sql=(
             "_rid + 1 + (SELECT count(*) FROM _reject_offsets o WHERE o.accepted_before <= _rid)"
         ),
         record_sql=record,
+        ordinal_in_relation=False,
+        before=["DROP TABLE IF EXISTS _csv_rejects", "DROP TABLE IF EXISTS _csv_rejects_scan"],
+        after=after,
     )
 
 
@@ -311,10 +323,11 @@ def _stage_ndjson_fast(con: duckdb.DuckDBPyConnection, batch: Batch, keys: list[
     usable = [k for k in keys if '"' not in k and "\\" not in k]
     types = {k: "VARCHAR" if _canonical(k) in REQUIRED else "JSON" for k in usable}
     spec = "{" + ", ".join(f"{quote_literal(k)}: '{t}'" for k, t in types.items()) + "}"
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _raw AS SELECT * FROM read_json("
-        f"{quote_literal(str(batch.path))}, format = 'newline_delimited', columns = {spec})"
+    reader = (
+        f"read_json({quote_literal(str(batch.path))}, format = 'newline_delimited', "
+        f"columns = {spec})"
     )
+    con.execute(f"DESCRIBE SELECT * FROM {reader}")  # bind errors surface here, not mid-load
     con.execute(_EMPTY_REJECTS)
     columns: dict[str, tuple[str, str]] = {}
     for key in usable:
@@ -335,13 +348,17 @@ def _stage_ndjson_fast(con: duckdb.DuckDBPyConnection, batch: Batch, keys: list[
     if len(usable) != len(keys):
         notes.append(f"ignored keys with quotes/backslashes: {sorted(set(keys) - set(usable))}")
     return Staged(
-        relation="(SELECT rowid AS _rid, * FROM _raw)",
+        relation=reader,
         columns=columns,
         # Blank lines are skipped by the reader: this is the line number whenever the file
         # has none (files with malformed lines take the exact line-numbered path).
         row_number_sql="_rid + 1",
         record_sql=record,
         notes=notes,
+        ordinal_in_relation=False,
+        materialise=True,  # parsing JSON twice costs more than one typed copy
+        # e.g. a nested value in a text field only shows up while reading.
+        fallback=lambda: _stage_ndjson_exact(con, batch),
     )
 
 
@@ -352,7 +369,11 @@ def stage_ndjson(con: duckdb.DuckDBPyConnection, batch: Batch) -> Staged:
             return _stage_ndjson_fast(con, batch, keys)
         except duckdb.Error:
             pass  # e.g. a nested value in a text field: the exact path below handles it
-    # Exact path: split into lines so each bad line is quarantined with its line number.
+    return _stage_ndjson_exact(con, batch)
+
+
+def _stage_ndjson_exact(con: duckdb.DuckDBPyConnection, batch: Batch) -> Staged:
+    """Split into lines so each bad line is quarantined with its line number."""
     _ndjson_lines_fallback(con, batch.path)
     con.execute(_EMPTY_REJECTS)
     total, objects = con.execute(

@@ -127,6 +127,31 @@ DDL: tuple[str, ...] = (
         checked_at TIMESTAMP NOT NULL
     )
     """,
+    # Per-service rows of a failed per-service expectation (issue 5); NULL for the check's row.
+    "ALTER TABLE quality.quality_results ADD COLUMN IF NOT EXISTS service VARCHAR",
+    """
+    CREATE TABLE IF NOT EXISTS quality.gate_runs (
+        run_id VARCHAR NOT NULL,
+        checkpoint VARCHAR NOT NULL,    -- 'ingest' | 'transform' | 'full' | 'publish'
+        suites VARCHAR NOT NULL,        -- comma-separated suite names
+        blocking BOOLEAN NOT NULL,      -- an error blocks training and publishing
+        reason VARCHAR,                 -- why it blocks (NULL when it does not)
+        services_checked INTEGER NOT NULL,
+        services_quarantined INTEGER NOT NULL,
+        window_start VARCHAR,
+        window_end VARCHAR,
+        checked_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS quality.quarantined_services (
+        run_id VARCHAR NOT NULL,
+        checkpoint VARCHAR NOT NULL,
+        service VARCHAR NOT NULL,       -- held back from publishing; served reactively
+        reasons VARCHAR NOT NULL,       -- the failed checks, 'suite.expectation, ...'
+        quarantined_at TIMESTAMP NOT NULL
+    )
+    """,
 )
 
 
