@@ -447,3 +447,17 @@ def test_recommendation_fast_path_honours_the_rate_limit(
         url = "/v1/services/checkout/recommendation"
         assert [client.get(url).status_code for _ in range(3)] == [200, 200, 429]
         assert int(client.get(url).headers["retry-after"]) >= 1
+
+
+def test_api_process_does_not_import_the_heavy_stack(tmp_path: Path) -> None:
+    """The serving process stays small (API RSS budget): no GX, MLflow, LightGBM or dbt."""
+    code = (
+        "import sys\n"
+        "from scaleahead.api.app import create_app\n"
+        "from scaleahead.config import Settings\n"
+        f"create_app(Settings(warehouse_dir={str(tmp_path / 'w')!r}))\n"
+        "heavy = ('great_expectations', 'mlflow', 'lightgbm', 'dbt', 'airflow', 'mlforecast')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
