@@ -22,11 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from scaleahead.forecasting.config import ForecastConfig, MemberConfig
-from scaleahead.forecasting.features import (
-    MODEL_NAME,
-    build_lag_transform,
-    build_target_transform,
-)
+from scaleahead.forecasting.features import MODEL_NAME, feature_kwargs
 from scaleahead.forecasting.model import DS, ID, Y, series_scales
 
 if TYPE_CHECKING:
@@ -70,15 +66,7 @@ def build_distributed(
     feats = member.features or config.features
     return DistributedMLForecast(
         models={MODEL_NAME: DaskLGBMForecast(**dask_lightgbm_params(member.lightgbm))},
-        freq=config.freq,
-        lags=feats.lags or None,
-        lag_transforms={
-            lag: [build_lag_transform(s) for s in specs]
-            for lag, specs in feats.lag_transforms.items()
-        }
-        or None,
-        date_features=feats.date_features or None,
-        target_transforms=[build_target_transform(s) for s in feats.target_transforms] or None,
+        **feature_kwargs(config, feats),
         num_threads=1,
         num_partitions=n_partitions,
     )

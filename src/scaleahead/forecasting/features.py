@@ -94,14 +94,21 @@ def build_mlforecast(config: ForecastConfig, member: MemberConfig | None = None)
     feats = member.features or config.features
     return MLForecast(
         models={MODEL_NAME: build_model(member.lightgbm)},
-        freq=config.freq,
-        lags=feats.lags or None,
-        lag_transforms={
+        num_threads=feats.num_threads,
+        **feature_kwargs(config, feats),
+    )
+
+
+def feature_kwargs(config: ForecastConfig, feats: Any) -> dict[str, Any]:
+    """The feature arguments shared by ``MLForecast`` and ``DistributedMLForecast``."""
+    return {
+        "freq": config.freq,
+        "lags": feats.lags or None,
+        "lag_transforms": {
             lag: [build_lag_transform(s) for s in specs]
             for lag, specs in feats.lag_transforms.items()
         }
         or None,
-        date_features=feats.date_features or None,
-        target_transforms=[build_target_transform(s) for s in feats.target_transforms] or None,
-        num_threads=feats.num_threads,
-    )
+        "date_features": feats.date_features or None,
+        "target_transforms": [build_target_transform(s) for s in feats.target_transforms] or None,
+    }
