@@ -449,14 +449,20 @@ def test_recommendation_fast_path_honours_the_rate_limit(
         assert int(client.get(url).headers["retry-after"]) >= 1
 
 
-def test_api_process_does_not_import_the_heavy_stack(tmp_path: Path) -> None:
-    """The serving process stays small (API RSS budget): no GX, MLflow, LightGBM or dbt."""
+def test_api_process_does_not_import_the_heavy_stack(settings: Settings, warehouse: Path) -> None:
+    """The serving process stays small (API RSS budget): no GX, MLflow, LightGBM or dbt, and
+    loading a batch does not pull in pandas/numpy/pyarrow either."""
     code = (
         "import sys\n"
+        "from pathlib import Path\n"
         "from scaleahead.api.app import create_app\n"
+        "from scaleahead.api.cache import ForecastCache\n"
         "from scaleahead.config import Settings\n"
-        f"create_app(Settings(warehouse_dir={str(tmp_path / 'w')!r}))\n"
-        "heavy = ('great_expectations', 'mlflow', 'lightgbm', 'dbt', 'airflow', 'mlforecast')\n"
+        f"create_app(Settings(home=Path({str(settings.home)!r})))\n"
+        f"cache = ForecastCache(Path({str(warehouse)!r}))\n"
+        "assert cache.refresh() and cache.snapshot.loaded\n"
+        "heavy = ('great_expectations', 'mlflow', 'lightgbm', 'dbt', 'airflow', 'mlforecast',\n"
+        "         'pandas', 'numpy', 'pyarrow')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -270,6 +270,12 @@ def _load_quality(con: duckdb.DuckDBPyConnection, notes: list[str]) -> QualitySt
     )
 
 
+def _literal(text: str) -> str:
+    """A SQL string literal. The serving process binds no parameters on purpose: DuckDB's
+    Python parameter binding imports pandas (+ numpy, pyarrow), ~180 MB of the API's RSS."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _load_accuracy(
     con: duckdb.DuckDBPyConnection, notes: list[str], metric: str, quantile: str
 ) -> dict[str, Accuracy]:
@@ -280,12 +286,11 @@ def _load_accuracy(
                    sum(CASE WHEN d.demand <= f.{quantile} THEN 1 ELSE 0 END)
             FROM serving.forecasts AS f
             JOIN marts.service_demand_5m AS d ON d.service = f.service AND d.ds = f.ds
-            WHERE f.metric = ? AND NOT d.is_gap AND d.demand IS NOT NULL
+            WHERE f.metric = {_literal(metric)} AND NOT d.is_gap AND d.demand IS NOT NULL
               AND d.ds >= (SELECT max(ds) FROM marts.service_demand_5m)
                           - INTERVAL {ACCURACY_DAYS} DAY
             GROUP BY f.service
-            """,
-            [metric],
+            """
         ).fetchall()
     except duckdb.CatalogException:
         return {}

@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 
 from scaleahead.config import Settings
 from scaleahead.warehouse.lake import (
@@ -33,6 +33,10 @@ from scaleahead.warehouse.lake import (
     lake_for,
 )
 from scaleahead.warehouse.schema import ensure_schema
+
+if TYPE_CHECKING:
+    # Only for annotations: serving processes (the API) must not pay pandas' memory.
+    import pandas as pd
 
 # Transient catalog contention (SQLite busy, DuckLake commit conflicts) is retried on open.
 _TRANSIENT = ("database is locked", "Could not set lock", "Conflicting lock", "conflict")
