@@ -215,6 +215,27 @@ def test_ndjson_nested_labels_and_bad_lines(settings: Settings) -> None:
     ]
 
 
+def test_clean_ndjson_repeats_resolve_last_write_wins(settings: Settings) -> None:
+    """All lines good (the typed, materialised NDJSON path): a key twice counts one duplicate
+    and keeps the later line; the same key under other labels is another series."""
+    lines = [
+        {"service": "a", "metric": "m", "timestamp": "2026-11-02T00:00:00Z", "value": 1},
+        {"service": "a", "metric": "m", "timestamp": "2026-11-02T00:01:00Z", "value": 2},
+        {"service": "a", "metric": "m", "timestamp": "2026-11-02T00:00:00Z", "value": 3},
+        {"service": "a", "metric": "m", "timestamp": "2026-11-02T00:00:00Z", "value": 4,
+         "labels": {"zone": "b"}},
+    ]  # fmt: skip
+    (settings.landing_dir / "r.ndjson").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    b = ingest_landing(settings, as_of=AS_OF).batches[0]
+    assert (b.rows_read, b.rows_loaded, b.rows_quarantined, b.rows_duplicate) == (4, 3, 0, 1)
+    got = query(settings, "SELECT ts, labels, value FROM raw.telemetry ORDER BY ts, labels")
+    assert got == [
+        (datetime(2026, 11, 2, 0, 0), '{"zone":"b"}', 4.0),
+        (datetime(2026, 11, 2, 0, 0), "{}", 3.0),
+        (datetime(2026, 11, 2, 0, 1), "{}", 2.0),
+    ]
+
+
 def test_typed_parquet_columns(settings: Settings) -> None:
     table = pa.table(
         {
