@@ -173,6 +173,44 @@ def test_raw_increment_defects_quarantine_their_services(settings: Settings) -> 
     ]
 
 
+def test_monotonic_batches_flag_a_series_going_back_in_time(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A batch whose newest sample of a series is older than what was loaded (beyond the
+    tolerance) fails monotonic_batches for that service only: warn by default, and at error
+    it quarantines that service; late rows within the tolerance pass."""
+    old = _raw_rows("b1")
+    replay = T1 - timedelta(hours=3)  # svc-a re-sent three hours behind its high-water mark
+    late = T1 + timedelta(minutes=5)  # svc-b 24 minutes late: within the 1 h tolerance
+    new = [
+        *[("svc-a", "request_rate", replay + timedelta(minutes=m), 1.0, "{}", "b2", LOADED)
+          for m in range(3)],
+        ("svc-b", "request_rate", late, 1.0, "{}", "b2", LOADED),
+        ("svc-c", "request_rate", T1 + timedelta(minutes=40), 1.0, "{}", "b2", LOADED),
+        # another series of svc-a (other labels) has no history: nothing to be behind
+        ("svc-a", "request_rate", replay, 1.0, '{"pod":"new"}', "b2", LOADED),
+    ]  # fmt: skip
+    _seed(settings, old + new, _mart_rows())
+    gate = {"checkpoint": "ingest", "batch_ids": ["b2"], "window_end": T1 + timedelta(hours=1)}
+
+    report = run_gate(settings=settings, **gate).as_dict()
+    assert _failed(report) == {("raw_telemetry", "monotonic_batches"): "warn"}
+    assert report["blocking"] is False and report["quarantined"] == {}
+    rows = read_sql(
+        "SELECT service, observed_value FROM quality.quality_results "
+        "WHERE expectation = 'monotonic_batches' AND service IS NOT NULL",
+        path=settings.warehouse_path,
+    )
+    assert list(rows.service) == ["svc-a"]
+
+    strict = _with_config(
+        settings, tmp_path, lambda c: c["suites"]["raw_telemetry"].update(monotonic_batches="error")
+    )
+    report = run_gate(settings=strict, **gate).as_dict()
+    assert _failed(report) == {("raw_telemetry", "monotonic_batches"): "error"}
+    assert set(report["quarantined"]) == {"svc-a"} and report["blocking"] is False
+
+
 def test_mart_defects_quarantine_only_the_services_at_fault(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from scaleahead.config import Settings, get_settings
 from scaleahead.quality.suites import (
+    BEHIND_HIGH_WATER_S,
     BUCKET_COMPLETE,
     BUCKET_PRESENT,
     DEMAND_STARTED,
@@ -137,9 +138,11 @@ def load_raw(
     start: datetime | None,
     end: datetime | None,
     batch_ids: list[str] | None = None,
+    tolerance_s: float = 3600.0,
 ) -> pd.DataFrame:
     """Raw samples under test: the given batches (the increment just ingested), else those
-    sampled or ingested in the window (the latter catches far-off timestamps)."""
+    sampled or ingested in the window (the latter catches far-off timestamps). Each row gets
+    how far its batch lies behind its series' high-water mark (``monotonic_batches``)."""
     if batch_ids is not None:
         marks = ", ".join("?" for _ in batch_ids) or "NULL"
         frame = _read(
@@ -158,7 +161,42 @@ def load_raw(
             ts_params + load_params,
         )
     frame[VALUE_FINITE] = np.isfinite(frame["value"].to_numpy(dtype="float64", na_value=np.nan))
+    frame[BEHIND_HIGH_WATER_S] = _behind_high_water(settings, frame, tolerance_s)
     return frame
+
+
+def _behind_high_water(settings: Settings, frame: pd.DataFrame, tolerance_s: float) -> pd.Series:
+    """Per row: seconds its batch's newest sample of the row's series lies behind the newest
+    sample of that series from other batches, when that is more than ``tolerance_s`` (else 0).
+
+    Only rows newer than the oldest batch high-water mark + tolerance can violate, so the
+    history read is bounded by a literal ``ts`` lower bound that DuckLake prunes files on."""
+    behind = pd.Series(0.0, index=frame.index)
+    rows = frame.dropna(subset=["service", "metric", "ts"])
+    if rows.empty:
+        return behind
+    keys = ["service", "metric", "labels"]
+    tops = rows.groupby(keys + ["batch_id"], dropna=False, sort=False)["ts"].max()
+    tops = tops.rename("batch_max").reset_index()
+    floor = tops["batch_max"].min() + timedelta(seconds=tolerance_s)
+    batches = sorted(tops["batch_id"].dropna().astype(str).unique())
+    marks = ", ".join("?" for _ in batches) or "NULL"
+    newer = _read(
+        settings,
+        "SELECT service, metric, labels, max(ts) AS prior_max FROM raw.telemetry "
+        f"WHERE ts > ? AND batch_id NOT IN ({marks}) GROUP BY ALL",
+        [floor, *batches],
+    )
+    if newer.empty:
+        return behind
+    tops = tops.merge(newer, on=keys, how="inner")
+    lag = (tops["prior_max"] - tops["batch_max"]).dt.total_seconds()
+    tops = tops.assign(lag=lag)[lag > tolerance_s]
+    if tops.empty:
+        return behind
+    lagged = frame.reset_index().merge(tops[[*keys, "batch_id", "lag"]], on=[*keys, "batch_id"])
+    behind.loc[lagged["index"].to_numpy()] = lagged["lag"].to_numpy()
+    return behind
 
 
 _MART_SQL = (
@@ -639,8 +677,12 @@ def run_gate(
     frames: dict[str, tuple[pd.DataFrame, SuiteContext]] = {}
     known: tuple[str, ...] = ()
     if RAW_SUITE in CHECKPOINT_SUITES[checkpoint]:
-        raw = load_raw(settings, start, end, batch_ids)
-        frames[RAW_SUITE] = (raw, SuiteContext(latest_allowed_ts=limit))
+        tolerance_s = config.monotonic_tolerance_hours * 3600.0
+        raw = load_raw(settings, start, end, batch_ids, tolerance_s)
+        frames[RAW_SUITE] = (
+            raw,
+            SuiteContext(latest_allowed_ts=limit, monotonic_tolerance_s=tolerance_s),
+        )
     if MART_SUITE in CHECKPOINT_SUITES[checkpoint]:
         mart, known, cutoff = load_mart(settings, start, end, config)
         frames[MART_SUITE] = (

@@ -37,6 +37,9 @@ KNOWN_METRICS = ("request_rate", "cpu_cores", "latency_ms")
 
 # Columns the gate derives before validation (GX has no per-group or "finite" expectations).
 VALUE_FINITE = "value_is_finite"
+# Seconds the batch's newest sample of the row's series (service, metric, labels) lies behind
+# the newest sample the warehouse already had of it (0 when the batch moves the series on).
+BEHIND_HIGH_WATER_S = "behind_high_water_s"
 DEMAND_STARTED = "demand_started"
 SERVICE_LAST_DS = "service_last_ds"  # latest complete (non-gap) bucket of the service
 BUCKET_PRESENT = "bucket_present"  # False for grid rows the mart lacks
@@ -60,6 +63,7 @@ PER_SERVICE: dict[str, frozenset[str]] = {
             "cpu_cores_non_negative",
             "latency_ms_non_negative",
             "ts_not_in_future",
+            "monotonic_batches",
         }
     ),
     MART_SUITE: frozenset(
@@ -87,6 +91,7 @@ class QualityConfigError(ValueError):
 class QualityConfig:
     default_severity: str = "error"
     future_tolerance_hours: float = 24.0
+    monotonic_tolerance_hours: float = 1.0
     freshness_intervals: int = 12
     mart_window_intervals: int = 12
     volume_max_ratio: float = 5.0
@@ -105,6 +110,7 @@ class SuiteContext:
 
     latest_allowed_ts: datetime
     known_services: tuple[str, ...] = ()
+    monotonic_tolerance_s: float = 3600.0
     recent_cutoff: datetime | None = None
     volume_max_ratio: float = 5.0
     volume_min_ratio: float = 0.05
@@ -145,6 +151,7 @@ def load_config(path: Path) -> QualityConfig:
     return QualityConfig(
         default_severity=default,
         future_tolerance_hours=float(thresholds.get("future_tolerance_hours", 24)),
+        monotonic_tolerance_hours=float(thresholds.get("monotonic_tolerance_hours", 1)),
         freshness_intervals=int(thresholds.get("freshness_intervals", 12)),
         mart_window_intervals=int(thresholds.get("mart_window_intervals", 12)),
         volume_max_ratio=float(thresholds.get("volume_max_ratio", 5.0)),
@@ -178,6 +185,12 @@ def _raw_expectations(ctx: SuiteContext) -> dict[str, gxe.Expectation]:
         **ranges,
         "ts_not_in_future": gxe.ExpectColumnValuesToBeBetween(
             column="ts", max_value=ctx.latest_allowed_ts
+        ),
+        # Batches move each series forward: a batch whose newest sample of a series is older
+        # than what was already loaded (beyond the tolerance) is a replay, a stuck collector
+        # or a skewed clock. Late rows are still loaded; this says so.
+        "monotonic_batches": gxe.ExpectColumnValuesToBeBetween(
+            column=BEHIND_HIGH_WATER_S, max_value=ctx.monotonic_tolerance_s
         ),
     }
 
