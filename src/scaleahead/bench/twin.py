@@ -6,11 +6,11 @@ of ``scaleahead.synth.telemetry``), with the twin's defaults (nothing tuned per 
 <= 0.7), ``pred_vs_reactive_under``, the replica-hours ratios and the gap to the oracle.
 NAB files are the first of each kind in name order (not chosen by result).
 
-Fleet scale: 1,000 synthetic services, 14-day replay after 7 days of training at 5 minutes:
-the replay kernels of every policy (incl. the cost-matching bisection) are timed in full; the
-5-minute forecaster's fit is timed in full and its rolling re-run on ``_SAMPLE_ORIGINS`` origins,
-from which the 672 origins of 14 days at a 30-minute refresh are extrapolated (labelled so).
-``SCALEAHEAD_BENCH_TWIN_SERVICES`` changes the fleet size.
+Fleet scale: 1,000 synthetic services at 5 minutes, 7 days of training then a 14-day replay,
+through the same ``simulate_frame`` as ``scaleahead simulate``: both forecasters fitted and
+re-run on their schedules (5-minute model every 30 min: 672 origins; hourly every 6 h), every
+policy replayed incl. the cost-matching bisection; timed end to end (``fleet.total_s``) with
+its parts. ``SCALEAHEAD_BENCH_TWIN_SERVICES`` changes the fleet size.
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ import pandas as pd
 
 from scaleahead.config import Settings
 from scaleahead.synth import telemetry
-from scaleahead.twin import forecasts, sim
 from scaleahead.twin.runner import DS, ID, TwinConfig, Y, read_trace, simulate_frame
 
-_SAMPLE_ORIGINS = 3
 _START = datetime(2024, 1, 1)
 
 
@@ -93,50 +91,29 @@ def _nab_traces(settings: Settings) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _fleet_replay(settings: Settings, n: int) -> dict[str, float]:
+def _fleet_replay(settings: Settings, n: int) -> dict[str, float | str]:
+    """The whole twin (every policy, both forecasters re-run on their schedules) on ``n``
+    synthetic services: 7 days of training, then a 14-day replay, timed end to end."""
     df = synthetic_services(n, 21)
-    ids = sorted(df[ID].unique())
-    wide = df.pivot(index=DS, columns=ID, values=Y)[ids].to_numpy().T
-    train, replay = wide[:, : 7 * 288], wide[:, 7 * 288 :]
-    step = 300.0
-    fleet = sim.Fleet(
-        capacity=train.max(axis=1) / 7.0, min_replicas=np.ones(n), max_replicas=np.full(n, 100.0)
-    )
-    timing = sim.Timing(step_s=step)
-    out: dict[str, float] = {}
+    cfg = TwinConfig(train_fraction=7 / 21)
     t0 = time.perf_counter()
-    fc = forecasts.demand_forecaster(step, settings).fit(
-        df[df[DS] < df[DS].min() + pd.Timedelta(days=7)]
-    )
-    out["fleet.forecast_fit_s"] = round(time.perf_counter() - t0, 2)
-    keep = fc.min_history + fc.config.season_length
-    t0 = time.perf_counter()
-    for k in range(_SAMPLE_ORIGINS):
-        end = train.shape[1] + k * 6
-        hist = wide[:, end - keep : end]
-        ds0 = pd.Timestamp(_START) + pd.Timedelta(minutes=5 * (end - keep))
-        fc.predict(12, history=forecasts._long(ids, ds0, pd.Timedelta(minutes=5), hist))  # noqa: SLF001
-    per_origin = (time.perf_counter() - t0) / _SAMPLE_ORIGINS
-    out["fleet.forecast_predict_per_origin_s"] = round(per_origin, 2)
-    origins = replay.shape[1] // 6
-    t0 = time.perf_counter()
-    targets = np.full(n, 0.7)
-    peaks = np.repeat(replay.max(axis=1, keepdims=True), replay.shape[1], axis=1)
-    floor = sim.predictive_floor(peaks, fleet, fleet.capacity * 0.7)
-    last = train[:, -1]
-    pred = sim.run_controller(replay, last, fleet, targets, timing, floor)
-    sim.run_controller(replay, last, fleet, targets, timing)
-    sim.run_controller(replay, last, fleet, targets, timing, floor)
-    rh = pred.desired.sum(axis=1) * step / 3600
-    sim.cost_matched_targets(replay, last, fleet, timing, rh)
-    sim.oracle(replay, fleet, 0.7, timing)
-    out["fleet.replay_kernels_s"] = round(time.perf_counter() - t0, 2)
-    total = out["fleet.forecast_fit_s"] + origins * per_origin + out["fleet.replay_kernels_s"]
-    out["fleet.services"] = n
-    out["fleet.replay_days"] = 14
-    out["fleet.forecast_origins"] = origins
-    out["fleet.total_s_extrapolated"] = round(total, 1)
-    out["fleet.target_s"] = 300
+    result = simulate_frame(df, cfg, settings)
+    total = time.perf_counter() - t0
+    summary = result.summary()
+    timings = result.details["timings_s"]
+    out: dict[str, float | str] = {
+        "fleet.services": n,
+        "fleet.train_days": 7,
+        "fleet.replay_days": round(result.demand.shape[1] * result.details["step_s"] / 86400, 2),
+        "fleet.forecast_refresh_s": cfg.forecast_refresh_s,
+        "fleet.forecast_origins": int(np.ceil(result.demand.shape[1] / 6)),
+        "fleet.total_s": round(total, 1),
+        "fleet.forecast_5m_s": round(timings["forecast_5m_s"], 1),
+        "fleet.forecast_hourly_s": round(timings["forecast_hourly_s"], 1),
+        "fleet.replay_kernels_s": round(timings["replay_s"], 1),
+        "fleet.target_s": 300,
+    }
+    out.update(_figures("fleet", summary))
     return out
 
 
