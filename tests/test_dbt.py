@@ -65,7 +65,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict]:
 def test_build_report(built: tuple[Settings, dict]) -> None:
     settings, report = built
     assert report["success"] is True
-    assert report["models_ok"] == 14
+    assert report["models_ok"] == 16
     assert report["models_error"] == 0
     assert report["tests_failed"] == 0
     assert report["tests_passed"] > 20
@@ -164,7 +164,7 @@ def test_second_build_fails_on_bad_data(tmp_path: Path) -> None:
 def test_build_on_empty_warehouse(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     report = build(settings)
-    assert report.success and report.models_ok == 14 and report.tests_failed == 0
+    assert report.success and report.models_ok == 16 and report.tests_failed == 0
     rows = read_sql(
         "SELECT count(*) AS n FROM marts.service_demand_5m", path=settings.warehouse_path
     )
@@ -301,7 +301,7 @@ def test_snowflake_emulator_runs_the_project(tmp_path: Path, monkeypatch) -> Non
         ]  # fmt: skip
         full = dbtRunner().invoke(["run", *common])
         assert full.success, [r.message for r in full.result or []]
-        assert len(full.result) == 13
+        assert len(full.result) == 15
         cur.execute(
             "SELECT is_gap, demand FROM scaleahead.marts.service_demand_5m "
             "WHERE service = 'a' ORDER BY ds"
@@ -347,6 +347,12 @@ def _snowflake_sources() -> list[str]:
         "CREATE TABLE serving.forecasts (batch_id VARCHAR, service VARCHAR, metric VARCHAR, "
         "ds TIMESTAMP, step INT, p50 FLOAT, p90 FLOAT, p95 FLOAT, model_name VARCHAR, "
         "model_version VARCHAR, created_at TIMESTAMP)",
+        "CREATE TABLE serving.capacity_simulations (run_id VARCHAR, as_of TIMESTAMP, "
+        "service VARCHAR, policy VARCHAR, window_start TIMESTAMP, replay_start TIMESTAMP, "
+        "underprovisioned_minutes FLOAT, unserved_demand FLOAT, replica_hours FLOAT, "
+        "peak_replicas FLOAT, scaling_actions FLOAT, hpa_target FLOAT, "
+        "underprovisioned_vs_reactive FLOAT, underprovisioned_vs_oracle FLOAT, "
+        "replica_hours_vs_reactive FLOAT, replica_hours_vs_oracle FLOAT, created_at TIMESTAMP)",
         "CREATE TABLE staging.tier_defaults (tier VARCHAR, target_utilization FLOAT, "
         "min_replicas INT, max_replicas INT)",
         "INSERT INTO staging.tier_defaults VALUES ('critical', 0.5, 3, 60), "

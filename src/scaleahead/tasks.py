@@ -109,3 +109,10 @@ def alerts(now: datetime | None = None, settings: Settings | None = None) -> dic
 
     settings = settings or get_settings()
     return reports.save("alerts", run_alerts(settings=settings, now=now), settings)
+
+
+def twin(as_of: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    from scaleahead.twin.stage import run_twin
+
+    settings = settings or get_settings()
+    return reports.save("twin", run_twin(settings=settings, as_of=as_of), settings)

@@ -116,6 +116,27 @@ DDL: tuple[str, ...] = (
     )
     """,
     """
+    CREATE TABLE IF NOT EXISTS serving.capacity_simulations (
+        run_id VARCHAR NOT NULL,
+        as_of TIMESTAMP NOT NULL,       -- end of the replayed window (the DAG's data interval)
+        service VARCHAR NOT NULL,
+        policy VARCHAR NOT NULL,        -- reactive | reactive_cost_matched | predictive | ...
+        window_start TIMESTAMP NOT NULL,
+        replay_start TIMESTAMP NOT NULL,
+        underprovisioned_minutes DOUBLE NOT NULL,
+        unserved_demand DOUBLE NOT NULL,
+        replica_hours DOUBLE NOT NULL,
+        peak_replicas DOUBLE NOT NULL,
+        scaling_actions DOUBLE NOT NULL,
+        hpa_target DOUBLE,              -- reactive policies only
+        underprovisioned_vs_reactive DOUBLE,
+        underprovisioned_vs_oracle DOUBLE,
+        replica_hours_vs_reactive DOUBLE,
+        replica_hours_vs_oracle DOUBLE,
+        created_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
     CREATE TABLE IF NOT EXISTS quality.quality_results (
         run_id VARCHAR NOT NULL,
         suite VARCHAR NOT NULL,
