@@ -298,3 +298,37 @@ def test_no_champion_and_no_data_raise(tmp_path):
     write_mart(settings.warehouse_path, synthetic_demand(1, 1).iloc[:0])
     with pytest.raises(ForecastingError, match="no data"):
         train(settings)
+
+
+def test_predict_windows_equals_predict_on_each_window(demand):
+    """The array path (many (series, origin) windows at once, as the capacity twin uses it)
+    gives the numbers of ``predict(history=...)`` on every window as a series of its own."""
+    cfg = load_config(REPO_CONFIG).model_copy(update={"min_series_length": 600})
+    fc = DemandForecaster(cfg).fit(demand)
+    wide = demand.pivot(index="ds", columns="unique_id", values="y")
+    wide["flat"] = 3.0  # falls back to the level for its scale
+    n = fc.min_history + cfg.season_length
+    ends = [n, n + 7, len(wide)]  # different origins, so different date features
+    values = np.concatenate([wide.iloc[e - n : e].to_numpy().T for e in ends])
+    starts = np.concatenate(
+        [np.full(wide.shape[1], wide.index[e - n].to_datetime64()) for e in ends]
+    )
+    quantiles, point = fc.predict_windows(values, starts)
+    assert quantiles.shape == (len(values), cfg.horizon, 3)
+    assert point.shape == (len(values), cfg.horizon)
+
+    long = pd.DataFrame(
+        {
+            "unique_id": np.repeat([f"w{i:03d}" for i in range(len(values))], n),
+            "ds": (starts[:, None] + np.arange(n) * pd.Timedelta("5min")).ravel(),
+            "y": values.ravel(),
+        }
+    )
+    ref = fc.predict(history=long, with_point=True).sort_values(["unique_id", "ds"])
+    np.testing.assert_allclose(
+        quantiles, ref[["p50", "p90", "p95"]].to_numpy().reshape(quantiles.shape), rtol=1e-9
+    )
+    np.testing.assert_allclose(point, ref["yhat"].to_numpy().reshape(point.shape), rtol=1e-9)
+
+    short_q, short_p = fc.predict_windows(values[:, -(fc.min_history - 1) :], starts)
+    assert np.isnan(short_q).all() and np.isnan(short_p).all()  # predict skips such series

@@ -48,6 +48,15 @@ def test_scale_up_rate_policy_hand_computed() -> None:
     assert sim.scale_up_limit(np.array([10.0]), timing, cap)[0] == 20  # doubling beats +4
     # A 60 s step folds 4 syncs: 1 -> 5 -> 10 -> 20 -> 40.
     assert sim.scale_up_limit(np.array([1.0]), sim.Timing(step_s=60.0), cap)[0] == 40
+    # Stopping once the limit reaches what is needed changes no min(need, limit).
+    current = np.array([1.0, 3.0, 10.0, 50.0, 99.0])
+    need = np.array([2.0, 60.0, 5.0, 100.0, 100.0])
+    caps = np.full(5, 100.0)
+    for step_s in (15.0, 60.0, 300.0):
+        timing = sim.Timing(step_s=step_s)
+        full = sim.scale_up_limit(current, timing, caps)
+        early = sim.scale_up_limit(current, timing, caps, need=need)
+        np.testing.assert_array_equal(np.minimum(need, full), np.minimum(need, early))
 
 
 def test_controller_hand_computed_trajectory() -> None:

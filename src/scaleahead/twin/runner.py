@@ -191,7 +191,7 @@ def simulate_frame(
     )
     refresh = max(1, int(round(cfg.forecast_refresh_s / step_s)))
     origins, fc, column = forecasts.rolling_upper(
-        ids, grid[0], step_s, train, replay, refresh, settings
+        ids, grid[0], step_s, train, replay, refresh, settings, timings
     )
     peaks = forecasts.peaks_from_origins(
         origins,

@@ -88,9 +88,17 @@ def hpa_raw(
     return np.where(within, current, ceil_replicas(current * ratio, 1.0))
 
 
-def scale_up_limit(current: np.ndarray, timing: Timing, cap: np.ndarray) -> np.ndarray:
+def scale_up_limit(
+    current: np.ndarray, timing: Timing, cap: np.ndarray, need: np.ndarray | None = None
+) -> np.ndarray:
+    """The most replicas the default scale-up rate policies allow after one step's syncs.
+
+    With ``need``, stops early once every service's limit reaches it: the limit only grows
+    from sync to sync, so ``min(need, limit)`` is the same (the replay loop's hot path)."""
     limit = current.astype(float)
     for _ in range(timing.syncs_per_step):
+        if need is not None and (limit >= need).all():
+            break
         limit = np.maximum(
             np.floor(limit * (1 + timing.scale_up_percent / 100.0)), limit + timing.scale_up_pods
         )
@@ -134,7 +142,9 @@ def run_controller(
             raw = np.maximum(raw, floor[:, t])
         window[t % timing.stabilization_steps] = raw
         stabilized = window.max(axis=0)
-        nxt = np.minimum(stabilized, scale_up_limit(current, timing, fleet.max_replicas))
+        nxt = np.minimum(
+            stabilized, scale_up_limit(current, timing, fleet.max_replicas, need=stabilized)
+        )
         nxt = fleet.bound(nxt)
         desired[:, t] = nxt
         current = nxt
