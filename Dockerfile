@@ -8,11 +8,11 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY . .
 RUN uv sync --frozen --no-dev
-# Production-only drivers, not in the lock (the embedded default needs neither): PostgreSQL for
-# the Airflow metadata DB and the MLflow backend store, Celery for the `celery` compose profile.
-# After the last `uv sync`, which would remove packages outside the lock.
+# The PostgreSQL driver comes from the lock (`make up` needs it too). Celery, for the `celery`
+# compose profile only, is not in the lock; installed after the last `uv sync`, which would
+# remove packages outside the lock.
 RUN uv pip install --python /opt/venv/bin/python --no-cache \
-    "psycopg2-binary==2.9.13" "apache-airflow-providers-celery==3.26.0"
+    "apache-airflow-providers-celery==3.26.0"
 RUN useradd --uid 10001 --create-home scaleahead \
     && mkdir -p /data/warehouse /data/lake /data/airflow /data/mlflow-artifacts \
     && chown -R scaleahead /data

@@ -4,10 +4,12 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help setup demo test test-fast bench lint format clean proto openapi
+.PHONY: help setup demo up down test test-fast bench lint format clean proto openapi
 
 help:
 	@echo "make demo    run the main job end to end (generate -> Airflow DAGs -> API)"
+	@echo "make up      production mode: Airflow, MLflow, API, Prometheus, Alertmanager on PostgreSQL"
+	@echo "make down    stop everything \`make up\` started"
 	@echo "make test    run the test suite"
 	@echo "make bench   run all benchmarks (results in benchmarks/results/)"
 	@echo "make lint    ruff"
@@ -18,6 +20,12 @@ setup:
 
 demo: setup
 	$(BIN)/scaleahead demo $(DEMO_ARGS)
+
+up: setup
+	$(BIN)/scaleahead up $(UP_ARGS)
+
+down:
+	$(BIN)/scaleahead down
 
 test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)

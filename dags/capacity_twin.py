@@ -11,11 +11,11 @@ policy in `serving.capacity_simulations` (replaced on rerun for the same interva
 
 from airflow.sdk import dag, get_current_context, task
 
-from scaleahead.orchestration import DEFAULT_ARGS, START_DATE, interval
+from scaleahead.orchestration import DEFAULT_ARGS, START_DATE, interval, schedule
 
 
 @dag(
-    schedule="@weekly",
+    schedule=schedule("twin"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

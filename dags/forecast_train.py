@@ -8,11 +8,11 @@ version and promotes it to `champion` only if it passes the promotion gate (`ml/
 
 from airflow.sdk import dag, task
 
-from scaleahead.orchestration import CHAMPION_MODEL, DEFAULT_ARGS, START_DATE
+from scaleahead.orchestration import CHAMPION_MODEL, DEFAULT_ARGS, START_DATE, schedule
 
 
 @dag(
-    schedule="@daily",
+    schedule=schedule("train"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

@@ -14,11 +14,11 @@ services at fault.
 
 from airflow.sdk import dag, get_current_context, task
 
-from scaleahead.orchestration import DEFAULT_ARGS, RAW_TELEMETRY, START_DATE, interval
+from scaleahead.orchestration import DEFAULT_ARGS, RAW_TELEMETRY, START_DATE, interval, schedule
 
 
 @dag(
-    schedule="*/5 * * * *",
+    schedule=schedule("ingest"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

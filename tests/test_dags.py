@@ -55,3 +55,13 @@ def test_assets_chain_the_pipelines(dagbag: DagBag) -> None:
 def test_ingest_retries(dagbag: DagBag) -> None:
     task = dagbag.dags["telemetry_ingest"].get_task("ingest_landing")
     assert task.retries == 2
+
+
+def test_capacity_twin_dag_is_weekly_and_thin(dagbag: DagBag) -> None:
+    dag = dagbag.dags["capacity_twin"]
+    assert dag.schedule == "@weekly"
+    assert [t.task_id for t in dag.tasks] == ["simulate"]
+    assert dag.get_task("simulate").retries == 2
+    source = (REPO / "dags" / "capacity_twin.py").read_text()
+    assert "from airflow.sdk import" in source
+    assert "tasks.twin(as_of=end)" in source and "now()" not in source

@@ -1,14 +1,11 @@
 """The weekly capacity twin stage: from the demand mart to serving.capacity_simulations and the
-dbt mart, idempotent per interval end; its DAG is in the DagBag."""
+dbt mart, idempotent per interval end (its DAG: tests/test_dags.py)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import pandas as pd
-import pytest
-from airflow.dag_processing.dagbag import DagBag
 
 from scaleahead import tasks
 from scaleahead.bench.twin import synthetic_services
@@ -16,8 +13,6 @@ from scaleahead.config import Settings
 from scaleahead.transform.dbt import build
 from scaleahead.twin.runner import POLICIES
 from scaleahead.warehouse import connect, read_sql
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _seed_marts(settings: Settings, days: int = 7) -> pd.Timestamp:
@@ -89,16 +84,3 @@ def test_twin_stage_skips_without_enough_demand(settings: Settings) -> None:
         )
     report = tasks.twin(settings=settings)
     assert report["status"] == "skipped" and "two days" in report["reason"]
-
-
-@pytest.fixture(scope="module")
-def dagbag() -> DagBag:
-    return DagBag(dag_folder=str(REPO / "dags"))
-
-
-def test_capacity_twin_dag_is_weekly_and_thin(dagbag: DagBag) -> None:
-    dag = dagbag.dags["capacity_twin"]
-    assert dag.schedule == "@weekly"
-    assert [t.task_id for t in dag.tasks] == ["simulate"]
-    source = (REPO / "dags" / "capacity_twin.py").read_text()
-    assert "tasks.twin(as_of=end)" in source and "now()" not in source

@@ -139,6 +139,35 @@ def serve(
     _run(lambda: run_serve(host=host, port=port, grpc_port=grpc_port))
 
 
+@app.command()
+def up(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every service.")] = 600.0,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Start only this component (repeatable), e.g. mlflow.")
+    ] = None,
+) -> None:
+    """Production mode: start Airflow, MLflow, the API, Prometheus, Alertmanager (PostgreSQL)."""
+    from scaleahead.config import get_settings
+    from scaleahead.platform import up as platform_up
+
+    settings = get_settings()
+    report = _run(lambda: platform_up(settings, timeout_s=timeout, only=only or None))
+    width = max(len(name) for name in report.urls)
+    for name, url in report.urls.items():
+        typer.echo(f"{name:<{width}}  {url}")
+    if not report.api_ready:
+        typer.echo("api: live; ready once the first forecast batch is published", err=True)
+    typer.echo(f"logs and pids: {settings.platform_dir}  (stop: scaleahead down)", err=True)
+
+
+@app.command()
+def down() -> None:
+    """Stop every production-mode process (SIGTERM, then SIGKILL); idempotent."""
+    from scaleahead.platform import down as platform_down
+
+    _print_report(_run(platform_down))
+
+
 apikey_app = typer.Typer(help="API keys (hashed at rest; the key is printed once).")
 app.add_typer(apikey_app, name="apikey")
 

@@ -97,6 +97,27 @@ class Settings(BaseSettings):
     # bucket, for replaying historical or synthetic data (the demo).
     scaling_clock: str = "wall"
 
+    # DAG schedules (cron or preset; "none" = runs only when triggered). Tests shorten them.
+    ingest_schedule: str = "*/5 * * * *"
+    train_schedule: str = "@daily"
+    twin_schedule: str = "@weekly"
+
+    # Production mode (`scaleahead up` / `down`, scaleahead.platform): one PostgreSQL server
+    # (URL without a database) holds the Airflow metadata, the MLflow backend store and the
+    # DuckLake catalog, each in its own database (created if missing). Preferred loopback
+    # ports (0 = any free one); a busy one is replaced by a free port, printed at start.
+    # Pid files, logs and service configs go to platform_dir (default warehouse/platform).
+    postgres_url: str = "postgresql://postgres@127.0.0.1:5432"
+    airflow_db: str = "scaleahead_airflow"
+    mlflow_db: str = "scaleahead_mlflow"
+    lake_db: str = "scaleahead_lake"
+    airflow_port: int = 8080
+    mlflow_port: int = 5000
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+    prometheus_scrape_interval_s: int = 15
+    platform_dir: Path | None = None
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:
         self.home = self.home.resolve()
@@ -114,6 +135,7 @@ class Settings(BaseSettings):
             "gx_docs_dir": "gx_docs",
             "reports_dir": "reports",
             "api_keys_path": "api_keys.json",
+            "platform_dir": "platform",
         }
         for name, default in inside_warehouse.items():
             value = getattr(self, name)

@@ -39,6 +39,14 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
+def schedule(name: str) -> str | None:
+    """The schedule of a pipeline from settings (``SCALEAHEAD_<NAME>_SCHEDULE``); "none" = None."""
+    from scaleahead.config import get_settings
+
+    value = str(getattr(get_settings(), f"{name}_schedule")).strip()
+    return None if value.lower() in {"", "none"} else value
+
+
 def interval(context: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
     """The run's data interval; asset-triggered runs have none and fall back to run_after."""
     start = context.get("data_interval_start")
