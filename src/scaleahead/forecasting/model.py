@@ -233,6 +233,17 @@ class DemandForecaster:
         if self.fc_ is None or self.residual_quantiles_ is None or self.scales_ is None:
             raise ForecastingError("forecaster is not fitted")
 
+    def _calibrated_horizon(self, h: int | None) -> int:
+        """``h`` (default: the configured horizon), checked against the calibrated horizon."""
+        self._check_fitted()
+        assert self.residual_quantiles_ is not None
+        h = h or self.config.horizon
+        if h > self.residual_quantiles_.shape[0]:
+            raise ValueError(
+                f"h={h} exceeds the calibrated horizon {self.residual_quantiles_.shape[0]}"
+            )
+        return h
+
     def predict(
         self, h: int | None = None, history: pd.DataFrame | None = None, with_point: bool = False
     ) -> pd.DataFrame:
@@ -240,13 +251,8 @@ class DemandForecaster:
         series in ``history`` (newer data, same model). Series in ``history`` shorter than
         ``min_history`` are skipped. Returns unique_id, ds, one column per quantile and, with
         ``with_point``, ``yhat``: the members' mean forecast before calibration."""
-        self._check_fitted()
+        h = self._calibrated_horizon(h)
         assert self.fc_ is not None and self.residual_quantiles_ is not None
-        h = h or self.config.horizon
-        if h > self.residual_quantiles_.shape[0]:
-            raise ValueError(
-                f"h={h} exceeds the calibrated horizon {self.residual_quantiles_.shape[0]}"
-            )
         if history is None:
             point = predict_members(self.fc_, h)
             scales = self.scales_
@@ -286,13 +292,8 @@ class DemandForecaster:
         their own, without its pandas preparation (string ids, sort, dedupe, grouped scales):
         the capacity twin forecasts ~10^5 (service, origin) windows per call, where that
         preparation cost more than the recursive predict itself."""
-        self._check_fitted()
+        h = self._calibrated_horizon(h)
         assert self.fc_ is not None and self.residual_quantiles_ is not None
-        h = h or self.config.horizon
-        if h > self.residual_quantiles_.shape[0]:
-            raise ValueError(
-                f"h={h} exceeds the calibrated horizon {self.residual_quantiles_.shape[0]}"
-            )
         values = np.asarray(values, dtype=float)
         n_windows, n = values.shape
         n_q = len(self.config.quantiles)
