@@ -13,8 +13,13 @@ import pandas as pd
 from scaleahead.anomaly.detector import DetectorConfig, detect
 from scaleahead.anomaly.nab import PROFILES, PUBLISHED_STANDARD, Corpus, score_results
 
+# `scaleahead detect` runs the full detector, the contextual part included (the streaming
+# pipeline keeps its own lighter configuration in stage.py).
+DETECT_CONFIG = DetectorConfig(context=True)
+
 
 def detect_file(source: Path, target: Path, config: DetectorConfig | None = None) -> int:
+    config = config or DETECT_CONFIG
     frame = pd.read_csv(source)
     if not {"timestamp", "value"} <= set(frame.columns):
         raise ValueError(f"{source}: expected columns timestamp,value")
@@ -64,7 +69,7 @@ def run_nab(data_dir: Path, work_dir: Path) -> dict:
             "detect_seconds": run["seconds"],
             "files": run["files"],
             "rows": run["rows"],
-            "detector_config": json.dumps(DetectorConfig().as_dict()),
+            "detector_config": json.dumps(DETECT_CONFIG.as_dict()),
         }
     )
     for name, data in profiles.items():
