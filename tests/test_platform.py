@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from mlflow import MlflowClient
 
 from scaleahead import platform, tasks
 from scaleahead.api.keys import KeyStore
 from scaleahead.config import Settings, get_settings
+from scaleahead.forecasting.registry import CHAMPION, tracking
 from scaleahead.orchestration import schedule
 from scaleahead.synth.telemetry import generate
 from scaleahead.warehouse import read_sql
@@ -239,9 +239,10 @@ def test_scheduled_platform_runs_two_cycles_on_its_own(
         # The promotion gate has tests of its own; on 4 services x 4 days its backtest is too
         # noisy to gate this test (measured here: MASE 0.35 vs seasonal naive 0.67 in one run,
         # 0.66 vs 0.58 seven minutes later). Promoted by hand, as an operator would in MLflow.
-        MlflowClient(report.urls["mlflow"]).set_registered_model_alias(
-            trained["model_name"], "champion", trained["version"]
-        )
+        with tracking(staged) as client:  # the platform's MLflow server, as the registry
+            client.set_registered_model_alias(trained["model_name"], CHAMPION, trained["version"])
+    with tracking(staged) as client:
+        assert client.get_model_version_by_alias(trained["model_name"], CHAMPION).version == "1"
     lap("history_and_train")
 
     api = report.urls["api"]
