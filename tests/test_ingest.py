@@ -236,6 +236,64 @@ def test_clean_ndjson_repeats_resolve_last_write_wins(settings: Settings) -> Non
     ]
 
 
+def test_ndjson_one_parse_path_and_its_fallback_to_key_discovery(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clean NDJSON loads in one parse (each line a map); a key beyond the contract on any
+    line, a key in other case or a required key on no line restages through key discovery,
+    which maps the extra key to a label or rejects the schema."""
+    from scaleahead.ingest import sources
+
+    discovered: list[str] = []
+    real = sources._stage_ndjson_discovered
+
+    def spy(con, batch):  # noqa: ANN001, ANN202
+        discovered.append(batch.key)
+        return real(con, batch)
+
+    monkeypatch.setattr(sources, "_stage_ndjson_discovered", spy)
+    base = {"service": "a", "metric": "m", "value": 1}
+    clean = [
+        {**base, "timestamp": "2026-11-02T00:00:00Z", "labels": {"b": 1, "a": "x"}},
+        {**base, "timestamp": "2026-11-02T00:01:00Z", "labels": '{"a": "x", "b": 1}'},
+        {**base, "timestamp": "2026-11-02T00:02:00Z", "value": "2.5", "labels": None},
+    ]
+    extra = [{**base, "timestamp": f"2026-11-03T00:0{i}:00Z"} for i in range(3)]
+    extra[2]["zone"] = "az1"  # only the last line
+    files = {
+        "a-clean.ndjson": clean,
+        "b-extra.ndjson": extra,
+        "c-case.ndjson": [{"Service": "c", "metric": "m", "timestamp": "2026-11-04T00:00:00Z",
+                           "value": 1}],
+        "d-nometric.ndjson": [{"service": "d", "timestamp": "2026-11-05T00:00:00Z",
+                               "value": 1}],
+    }  # fmt: skip
+    for name, lines in files.items():
+        (settings.landing_dir / name).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    report = ingest_landing(settings, as_of=AS_OF)
+    assert discovered == ["b-extra.ndjson", "c-case.ndjson", "d-nometric.ndjson"]
+    by_path = {b.path: b for b in report.batches}
+    a = by_path["a-clean.ndjson"]
+    assert (a.rows_read, a.rows_loaded, a.rows_quarantined, a.rows_duplicate) == (3, 3, 0, 0)
+    got = query(
+        settings, "SELECT service, ts, value, labels FROM raw.telemetry ORDER BY service, ts"
+    )
+    assert got == [
+        ("a", datetime(2026, 11, 2, 0, 0), 1.0, '{"a":"x","b":1}'),
+        ("a", datetime(2026, 11, 2, 0, 1), 1.0, '{"a":"x","b":1}'),
+        ("a", datetime(2026, 11, 2, 0, 2), 2.5, "{}"),
+        ("a", datetime(2026, 11, 3, 0, 0), 1.0, "{}"),
+        ("a", datetime(2026, 11, 3, 0, 1), 1.0, "{}"),
+        ("a", datetime(2026, 11, 3, 0, 2), 1.0, '{"zone":"az1"}'),
+        ("c", datetime(2026, 11, 4, 0, 0), 1.0, "{}"),
+    ]
+    drift = query(settings, "SELECT path, column_name, change FROM raw.schema_drift")
+    assert drift == [("b-extra.ndjson", "zone", "new_column")]
+    d = by_path["d-nometric.ndjson"]
+    assert d.status == "file_quarantined" and d.error.startswith("unknown_schema")
+    assert_balanced(settings)
+
+
 def test_typed_parquet_columns(settings: Settings) -> None:
     table = pa.table(
         {
