@@ -52,6 +52,7 @@ from scaleahead.ingest.sources import (
     Staged,
     quote_literal,
     reset_transaction,
+    restart_transaction,
     stage,
 )
 from scaleahead.warehouse import connect
@@ -263,11 +264,7 @@ def _commit_staging(con: duckdb.DuckDBPyConnection) -> None:
     reads) and begin afresh: DuckDB scans a table created in the open transaction on one
     thread, a committed one in parallel (the later passes and the INSERT read ``_norm``).
     No-op in autocommit mode."""
-    try:
-        con.execute("COMMIT")
-    except duckdb.TransactionException:
-        return
-    con.execute("BEGIN TRANSACTION")
+    restart_transaction(con, "COMMIT")
 
 
 class Restage(Exception):

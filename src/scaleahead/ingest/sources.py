@@ -41,15 +41,21 @@ _EMPTY_REJECTS = (
 )
 
 
-def reset_transaction(con: duckdb.DuckDBPyConnection) -> None:
-    """After a caught reader error: the loader stages each batch inside its transaction, and
-    a failed statement aborts it, so roll back and begin afresh (staging has written nothing
-    that must survive: it runs first in the transaction). No-op in autocommit mode."""
+def restart_transaction(con: duckdb.DuckDBPyConnection, end: str) -> None:
+    """End the open transaction with ``end`` (COMMIT or ROLLBACK) and begin a new one.
+    No-op in autocommit mode."""
     try:
-        con.execute("ROLLBACK")
+        con.execute(end)
     except duckdb.TransactionException:
         return
     con.execute("BEGIN TRANSACTION")
+
+
+def reset_transaction(con: duckdb.DuckDBPyConnection) -> None:
+    """After a caught reader error: the loader stages each batch inside its transaction, and
+    a failed statement aborts it, so roll back and begin afresh (staging has written nothing
+    that must survive: it runs first in the transaction)."""
+    restart_transaction(con, "ROLLBACK")
 
 
 class FileRejected(Exception):
