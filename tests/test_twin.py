@@ -176,6 +176,32 @@ def test_oracle_is_lower_bound_and_cost_matched(twin_pair: tuple) -> None:
     assert summary["details"]["forecast_coverage"] > 0.9
 
 
+def test_replays_the_real_pipeline_and_api_forecast_use(twin_pair: tuple) -> None:
+    from scaleahead.config import get_settings
+
+    details = twin_pair[0].details
+    # The API reads its configured quantile; the publish DAG follows every 5-minute ingest.
+    assert details["forecast_quantile"] == get_settings().scaling_quantile
+    assert Settings.model_fields["ingest_schedule"].default == "*/5 * * * *"
+    assert details["forecast_refresh_s"] == 300.0
+
+
+def test_capped_horizon_gives_the_same_forecasts() -> None:
+    from scaleahead.twin import forecasts
+
+    df = _synthetic(days=5, seed=2)
+    values = df.pivot(index="ds", columns="unique_id", values="y").to_numpy().T
+    train, replay = values[:, :1100], values[:, 1100:1124]
+    start = df["ds"].min()
+    args = (["large", "small"], start, 300.0, train, replay, 6)
+    o_full, full, col = forecasts.rolling_upper(*args, column="p90")
+    o_cut, cut, _ = forecasts.rolling_upper(*args, column="p90", horizon=3)
+    assert col == "p90" and full.shape[2] > 3 == cut.shape[2]
+    np.testing.assert_array_equal(o_full, o_cut)
+    np.testing.assert_allclose(cut, full[:, :, :3], rtol=1e-12)
+    assert np.isfinite(cut).all()
+
+
 def _dump_dom(html: Path, tmp: Path) -> str:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

@@ -35,11 +35,17 @@ def _long(
     return pd.DataFrame({ID: np.repeat(ids, n), DS: np.tile(ds, n_series), Y: values.reshape(-1)})
 
 
-# Origins predicted per call: each (series, origin) window becomes a series of its own, so one
+# Windows predicted per call: each (series, origin) window becomes a series of its own, so one
 # recursive predict covers several origins (per-call and per-step overheads shared). Measured
 # on 1,000 services (noisy shared machine): ~0.3-0.4 s per origin alone, 0.1-0.2 s from 3 to 6
-# per call, no better from 8 on (the per-row work over the windows dominates).
-ORIGINS_PER_CALL = 4
+# per call, no better from 8 on (the per-row work over the windows dominates). Small fleets
+# take more origins per call so the per-call overhead does not dominate.
+WINDOWS_PER_CALL = 4000
+ORIGINS_PER_CALL = 4  # the minimum (what 1,000 services get)
+
+
+def origins_per_call(n_series: int) -> int:
+    return max(ORIGINS_PER_CALL, WINDOWS_PER_CALL // max(1, n_series))
 
 
 def predict_origins(
@@ -104,25 +110,34 @@ def rolling_upper(
     refresh_steps: int,
     settings: Settings | None = None,
     timings: dict[str, float] | None = None,
+    column: str | None = None,
+    horizon: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Upper-quantile forecasts made at each origin ``o`` (every ``refresh_steps`` replay steps)
-    from the data of steps ``< o`` only. Returns (origins, forecasts ``(S, n_origins, h)``,
-    quantile column); fit and predict seconds go to ``timings`` when given."""
+    """Quantile forecasts (``column``, default the forecaster's highest) made at each origin
+    ``o`` (every ``refresh_steps`` replay steps) from the data of steps ``< o`` only.
+    ``horizon`` caps the steps predicted per origin (at most the forecaster's horizon): the
+    forecast is recursive and its conformal band per step, so the first steps are the same
+    numbers whatever the horizon, and the steps the policy never reads are not computed.
+    Returns (origins, forecasts ``(S, n_origins, h)``, quantile column); fit and predict
+    seconds go to ``timings`` when given."""
     step = pd.Timedelta(seconds=step_s)
     t0 = time.perf_counter()
     forecaster = demand_forecaster(step_s, settings).fit(_long(ids, start, step, train))
     fitted = time.perf_counter()
     cfg = forecaster.config
-    column = cfg.quantile_columns[-1]
-    h = cfg.horizon
+    column = column or cfg.quantile_columns[-1]
+    if column not in cfg.quantile_columns:
+        raise ValueError(f"quantile {column!r} is not one of {cfg.quantile_columns}")
+    h = cfg.horizon if horizon is None else max(1, min(horizon, cfg.horizon))
     keep = forecaster.min_history + cfg.season_length  # enough rows for every feature
     full = np.concatenate([train, replay], axis=1)
     n_train = train.shape[1]
     origins = np.arange(0, replay.shape[1], refresh_steps)
     out = np.full((len(ids), len(origins), h), np.nan)
-    for chunk in range(0, len(origins), ORIGINS_PER_CALL):
+    per_call = origins_per_call(len(ids))
+    for chunk in range(0, len(origins), per_call):
         windows = []
-        for o in origins[chunk : chunk + ORIGINS_PER_CALL]:
+        for o in origins[chunk : chunk + per_call]:
             end = n_train + o  # rows [0, end) are known at the origin
             first = max(0, end - keep)
             windows.append((start + first * step, full[:, first:end]))
