@@ -110,9 +110,7 @@ def _fleet_replay(settings: Settings, n: int) -> dict[str, float | str]:
         "fleet.train_days": 7,
         "fleet.replay_days": round(result.demand.shape[1] * result.details["step_s"] / 86400, 2),
         "fleet.forecast_refresh_s": cfg.forecast_refresh_s,
-        "fleet.forecast_origins": int(
-            np.ceil(result.demand.shape[1] / max(1, round(cfg.forecast_refresh_s / 300.0)))
-        ),
+        "fleet.forecast_origins": result.details["forecast_origins"],
         "fleet.forecast_quantile": result.details["forecast_quantile"],
         f"fleet_{n}_replay_s": round(total, 1),
         "fleet.total_s": round(total, 1),

@@ -149,6 +149,11 @@ def rolling_upper(
     return origins, out, column
 
 
+def window_span(step_s: float, lead_s: float, window_s: float) -> int:
+    """Buckets ``t .. t + span`` overlap the policy's window ``[now, now + lead + window]``."""
+    return int((lead_s + window_s) // step_s)
+
+
 def peaks_from_origins(
     origins: np.ndarray,
     forecasts: np.ndarray,
@@ -162,7 +167,7 @@ def peaks_from_origins(
     ``[now, now + lead + window]`` of the latest forecast not older than ``max_age_s``
     (:func:`scaleahead.domain.scaling.forecast_peak` on a regular grid); NaN = fall back."""
     n_series, _, h = forecasts.shape
-    span = int((lead_s + window_s) // step_s)  # buckets t .. t + span overlap the window
+    span = window_span(step_s, lead_s, window_s)
     peaks = np.full((n_series, n_steps), np.nan)
     for t in range(n_steps):
         k = int(np.searchsorted(origins, t, side="right")) - 1

@@ -199,7 +199,7 @@ def simulate_frame(
     refresh = max(1, int(round(cfg.forecast_refresh_s / step_s)))
     # A forecast serves the steps until the next one: the policy reads its buckets
     # ``a .. a + span`` for ``a < refresh`` (peaks_from_origins), so no later step is predicted.
-    span = int((policy.lead_time_s + policy.window_s) // step_s)
+    span = forecasts.window_span(step_s, policy.lead_time_s, policy.window_s)
     origins, fc, column = forecasts.rolling_upper(
         ids,
         grid[0],
@@ -276,6 +276,7 @@ def simulate_frame(
         "capacity_per_replica": float(fleet.capacity[0]) if n == 1 else "per service",
         "forecast_quantile": column,
         "forecast_refresh_s": cfg.forecast_refresh_s,
+        "forecast_origins": len(origins),
         "forecast_coverage": covered,
         "cloud_method": cloud_method,
         "static_percentile": cfg.static_percentile,
