@@ -240,6 +240,22 @@ def test_stage_writes_lifecycle_and_survives_alertmanager_down(settings: Setting
     assert (dup == 1).all()
 
 
+def test_an_outage_after_a_burst_raises_a_signal_loss_alert() -> None:
+    rng = np.random.default_rng(12)
+    n = 1000
+    ds = pd.Series(pd.date_range(T0, periods=n, freq="5min"))
+    rate = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / 288) + rng.normal(0, 1, n)
+    rate[700:703] *= 4  # a surge: later falls look small next to it
+    rate[760:766] = 0.2  # the service stops answering for 30 minutes
+    frame = pd.DataFrame({"service": "auth", "ds": ds, "request_rate": rate})
+    alerts, _ = detect_alerts(frame, multivariate=False)
+    loss = [a for a in alerts if a.kind == "signal_loss"]
+    assert len(loss) == 1
+    assert loss[0].starts_at == ds[760].to_pydatetime()
+    assert loss[0].status == "resolved" and loss[0].ends_at > ds[765].to_pydatetime()
+    assert "signal lost: request_rate" in loss[0].reason
+
+
 def test_precision_recall_on_synthetic_incidents(tmp_path: Path) -> None:
     from scaleahead.bench.anomaly import synthetic_alert_quality
 
@@ -252,7 +268,9 @@ def test_precision_recall_on_synthetic_incidents(tmp_path: Path) -> None:
 
 
 def test_stage_detector_is_the_nab_detector_with_a_shorter_history() -> None:
-    # The stage reuses the NAB-evaluated configuration; only window lengths differ.
-    assert STAGE_DETECTOR.components and STAGE_DETECTOR.long_window <= 576
+    # The stage reuses the NAB-evaluated configuration; window lengths differ and signal loss
+    # is added (off for NAB, whose CPU and disk series legitimately fall to zero).
+    assert set(STAGE_DETECTOR.components) == {"residual", "level", "drop"}
+    assert STAGE_DETECTOR.long_window <= 576
     assert detect_alerts(pd.DataFrame(columns=["service", "ds"]))[0] == []
     assert AlertPolicy().fire_above > 0

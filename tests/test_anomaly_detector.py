@@ -57,9 +57,27 @@ def test_each_component_alone_runs() -> None:
     for name in COMPONENTS:
         detection = detect(x, ts, DetectorConfig(components=(name,)))
         assert set(detection.surprise) == {name}
-        assert detection.score[1000:1020].max() > 0 or name in ("likelihood", "level")
+        # A 1.8x rise is no signal loss; the drop component has its own test.
+        if name not in ("likelihood", "level", "drop"):
+            assert detection.score[1000:1020].max() > 0
     full = detect(x, ts)
     assert full.score[1000:1010].max() > 0.5
+
+
+def test_drop_fires_on_signal_loss_after_a_larger_burst_and_not_on_sparse_counts() -> None:
+    ts, x = _series(seed=6)
+    x[1000:1003] += 300  # a large burst first: the novelty scores of a later fall stay low
+    x[1100:1106] = 0.5  # the service goes dark
+    novelty_only = detect(x, ts, DetectorConfig(components=("residual", "level")))
+    with_drop = detect(x, ts, DetectorConfig(components=("residual", "level", "drop")))
+    assert novelty_only.raw_score[1100] < 0.5
+    assert with_drop.raw_score[1100] == 1.0
+    assert with_drop.dominant()[1100] == "drop"
+    assert with_drop.surprise["drop"][:1100].sum() == 0  # nothing before the fall
+    # A low-volume counter whose buckets are often zero: falls to 0 are noise, not outages.
+    sparse = np.random.default_rng(8).poisson(0.7, 2000).astype(float)
+    quiet = detect(sparse, ts, DetectorConfig(components=("residual", "level", "drop")))
+    assert quiet.surprise["drop"].sum() == 0
 
 
 def test_suppression_keeps_the_first_detection_only() -> None:

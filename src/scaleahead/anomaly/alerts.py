@@ -28,6 +28,7 @@ KIND_BY_COMPONENT = {
     "likelihood": "forecast_residual",
     "level": "level_shift",
     "variance": "variance_change",
+    "drop": "signal_loss",
     "multivariate": "multivariate",
 }
 
@@ -79,6 +80,7 @@ def reason_text(kind: str, metric: str, observed: float, expected: float, sigmas
         "forecast_residual": "sustained deviation from forecast",
         "level_shift": "level shift",
         "variance_change": "variance change",
+        "signal_loss": "signal lost",
         "multivariate": "unusual combination of metrics",
     }.get(kind, kind)
     return (

@@ -15,6 +15,10 @@ Components, each turned into a tail probability ``p`` (small = surprising):
 * ``level``: level shift, the short-window mean of the values against the history of that mean;
 * ``variance``: variance change, the short-window log-dispersion of the residuals against its
   history.
+* ``drop``: loss of the signal (an outage): the value falls below ``drop_ratio`` of the online
+  forecast and is at least ``drop_sigmas`` robust scales below it. Scored 1 when it holds (not
+  relative to recent history: a dead service is an incident however noisy the day was). Off for
+  NAB (its CPU and disk series legitimately fall to zero); on in the pipeline's stage.
 
 The surprise of a row is ``max_c -log10(p_c) / log_scale`` clipped to [0, 1]. After a row reaches
 ``suppress_above`` the following ``suppress_rows`` rows are damped, so one incident yields one
@@ -49,7 +53,7 @@ from scipy.special import ndtr
 
 from scaleahead.anomaly.context import ContextConfig, context_scores
 
-COMPONENTS = ("residual", "likelihood", "level", "variance")
+COMPONENTS = ("residual", "likelihood", "level", "variance", "drop")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class DetectorConfig:
     novelty_window: int = 400  # rows whose maximum a statistic must exceed
     novelty_floor: float = 4.0  # a statistic below this is never novel
     novelty_quantile: float = 1.0  # 1: the maximum; lower: a high quantile of the window
+    drop_ratio: float = 0.1  # ``drop``: value below this share of the forecast ...
+    drop_sigmas: float = 6.0  # ... and this many robust scales below it (not noise)
     # The contextual detector (context.py) joined by max; off by default because it is a
     # pure-Python loop (~0.5 ms per row), on for `scaleahead detect` / the NAB benchmark.
     context: bool = False
@@ -192,6 +198,10 @@ def detect(
             surprise[name] = _novelty(
                 stat, cfg.novelty_window, cfg.novelty_floor, cfg.novelty_quantile
             )
+    if "drop" in cfg.components:
+        z = np.nan_to_num(z_res, nan=0.0)
+        lost = (x.to_numpy() < cfg.drop_ratio * expected) & (z <= -cfg.drop_sigmas)
+        surprise["drop"] = lost.astype(float)
     combined = np.max(np.vstack(list(surprise.values())), axis=0) if surprise else np.zeros(n)
     combined[: cfg.min_history] = 0.0
     raw_score = np.clip(combined, 0.0, 1.0)

@@ -60,14 +60,19 @@ def synthetic_alert_quality(
     figures: dict[str, float | int] = {"services": services, "days": days}
     for label, multivariate in (("univariate", False), ("with_multivariate", True)):
         started = time.perf_counter()
-        alerts, _ = detect_alerts(frame, multivariate=multivariate)
+        alerts, counts = detect_alerts(frame, multivariate=multivariate)
         figures[f"{label}_detect_s"] = round(time.perf_counter() - started, 2)
+        if multivariate:
+            figures["multivariate_alerts_all_days"] = counts["multivariate"]
         # The detector warms up on the first day: judge alerts and incidents after it.
         warm = frame["ds"].min() + timedelta(days=1)
         alerts = [a for a in alerts if a.starts_at >= warm]
         scored = incidents[incidents["start"].map(lambda s: s[:19]) >= warm.isoformat()[:19]]
         for key, value in evaluate_incidents(alerts, scored).items():
             figures[f"{label}_{key}"] = value
+        for kind, incidents_of_kind in scored.groupby("kind"):
+            recall = evaluate_incidents(alerts, incidents_of_kind)["recall"]
+            figures[f"{label}_recall_{kind}"] = recall
     return figures
 
 
