@@ -200,7 +200,8 @@ def detect(
             )
     if "drop" in cfg.components:
         z = np.nan_to_num(z_res, nan=0.0)
-        lost = (x.to_numpy() < cfg.drop_ratio * expected) & (z <= -cfg.drop_sigmas)
+        # Only a positive forecast can be lost (a metric that can go negative is not a rate).
+        lost = (expected > 0) & (x.to_numpy() < cfg.drop_ratio * expected) & (z <= -cfg.drop_sigmas)
         surprise["drop"] = lost.astype(float)
     combined = np.max(np.vstack(list(surprise.values())), axis=0) if surprise else np.zeros(n)
     combined[: cfg.min_history] = 0.0
