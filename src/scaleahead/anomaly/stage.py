@@ -68,7 +68,7 @@ def detect_alerts(
     frame: pd.DataFrame,
     config: DetectorConfig = STAGE_DETECTOR,
     policy: AlertPolicy | None = None,
-    multivariate: bool = True,
+    multivariate: bool = False,  # the per-service forest: settings.anomaly_multivariate
 ) -> tuple[list[Alert], dict[str, int]]:
     """Alerts for every (service, metric) of a mart frame, plus the per-service forest view."""
     policy = policy or AlertPolicy()
