@@ -18,6 +18,7 @@ from scaleahead.domain.scaling import (
     Stabilizer,
     forecast_accuracy,
     forecast_peak,
+    planned_peak,
     predictive_replicas,
     reactive_replicas,
     recommend,
@@ -112,8 +113,21 @@ def test_predictive_recommendation_scales_out_ahead_of_demand() -> None:
 def test_forecast_never_scales_in_below_reactive() -> None:
     rec = recommend(SPEC, NOW, signal([10, 10, 10]), actual=200.0, current_replicas=20)
     assert rec.mode is Mode.PREDICTIVE
-    assert rec.predictive_replicas == 2
+    assert rec.forecast_peak == 10
+    assert rec.predictive_replicas == 20  # planned for the observed 200, not the forecast 10
     assert rec.replicas == rec.reactive_replicas == 20
+
+
+def test_forecast_below_demand_does_not_ride_the_hpa_tolerance() -> None:
+    # 108 on 10 replicas of 10 is 8 % over target: inside the HPA's tolerance, so reactive keeps
+    # 10; a lagging forecast (80) must not hold the service there either.
+    rec = recommend(SPEC, NOW, signal([80, 80, 80]), actual=108.0, current_replicas=10)
+    assert rec.reactive_replicas == 10
+    assert rec.predictive_replicas == rec.replicas == 11
+    assert planned_peak(80.0, 108.0) == 108.0
+    assert planned_peak(80.0, None) == planned_peak(80.0, float("nan")) == 80.0
+    # A forecast above the demand is what predictive plans for (scale out ahead).
+    assert planned_peak(300.0, 108.0) == 300.0
 
 
 @pytest.mark.parametrize(

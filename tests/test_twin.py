@@ -17,7 +17,13 @@ from typer.testing import CliRunner
 
 from scaleahead.cli import app
 from scaleahead.config import Settings
-from scaleahead.domain.scaling import ServiceSpec, Stabilizer, reactive_replicas
+from scaleahead.domain.scaling import (
+    ServiceSpec,
+    Stabilizer,
+    planned_peak,
+    predictive_replicas,
+    reactive_replicas,
+)
 from scaleahead.twin import sim
 from scaleahead.twin.runner import POLICIES, TwinConfig, simulate_frame
 
@@ -107,6 +113,28 @@ def test_kernel_matches_real_scaling_policy() -> None:
         expected.append(current)
         observed = float(demand[0, t])
     assert traj.desired[0].astype(int).tolist() == expected
+
+
+def test_predictive_floor_matches_scalar_planned_peak() -> None:
+    """The kernel's per-step predictive replicas against ``recommend``'s on the demand the
+    controller has seen (the previous step's): the forecast peak, never below that demand."""
+    rng = np.random.default_rng(5)
+    demand = rng.uniform(0, 120, (1, 60))
+    peaks = rng.uniform(0, 120, (1, 60))
+    peaks[0, ::7] = np.nan  # no usable forecast: fallback
+    fleet = _fleet(cap=10.0, lo=1, hi=40)
+    usable = np.array([7.0])
+    observed = sim.observed_demand(demand, np.array([55.0]))
+    floor = sim.predictive_floor(peaks, fleet, usable, observed)
+    spec = ServiceSpec(capacity_per_replica=10.0, max_replicas=40, target_utilization=0.7)
+    seen = [55.0, *demand[0, :-1]]
+    for t in range(60):
+        if np.isnan(peaks[0, t]):
+            assert floor[0, t] == 0
+        else:
+            want = predictive_replicas(planned_peak(float(peaks[0, t]), seen[t]), spec)
+            assert floor[0, t] == want
+    assert (floor >= sim.predictive_floor(peaks, fleet, usable)).all()
 
 
 def _synthetic(days: int = 5, seed: int = 0) -> pd.DataFrame:

@@ -64,7 +64,8 @@ keeps being served and responses carry `stale: true`. Timestamps are UTC.
 
 **Recommendations** (`/v1/services/{service}/recommendation`) apply the scaling policy:
 `max(predictive, reactive)` bounded by the service's min/max replicas, with scale-in
-stabilization; when the forecast is missing, stale, failed its quality gate or is flagged by an
+stabilization (predictive plans for the forecast peak or the latest actual demand, whichever is
+higher); when the forecast is missing, stale, failed its quality gate or is flagged by an
 active anomaly the reactive (HPA rule) value is returned with `mode: reactive` and the reasons.
 The same body is the KEDA `metrics-api` payload (`valueLocation: replicas` or `forecast.p90`).
 

@@ -4,7 +4,11 @@ Per trace (NAB AWS ELB request count, EC2 CPU, EC2 network-in; NAB nyc_taxi; syn
 of ``scaleahead.synth.telemetry``), with the twin's defaults (nothing tuned per trace):
 ``pred_vs_matched_under`` = predictive / cost-matched reactive under-provisioned minutes (target
 <= 0.7), ``pred_vs_reactive_under``, the replica-hours ratios and the gap to the oracle.
-NAB files are the first of each kind in name order (not chosen by result).
+NAB files are the first of each kind in name order (not chosen by result). ``aws_all.*``
+replays every file of ``realAWSCloudwatch`` too (17 traces; the three above are among them):
+per file ``pred_vs_matched_under`` and, over all of them, the summed under-provisioned minutes
+of predictive over the cost-matched HPA's, how many files meet the 0.7 target and how many are
+worse than the cost-matched HPA. ``SCALEAHEAD_BENCH_TWIN_AWS_ALL=0`` skips it (~7 minutes).
 
 Fleet scale: 1,000 synthetic services at 5 minutes, 7 days of training then a 14-day replay,
 through the same ``simulate_frame`` and ``TwinConfig`` defaults as ``scaleahead simulate``:
@@ -147,4 +151,46 @@ def run(settings: Settings) -> dict[str, float | int | str]:
         ratios.append(f[f"{name}.pred_vs_matched_under"])
     valid = [r for r in ratios if r is not None]
     figures["traces_meeting_target_0.7"] = f"{sum(r <= 0.7 for r in valid)}/{len(ratios)}"
+    if os.environ.get("SCALEAHEAD_BENCH_TWIN_AWS_ALL", "1") != "0":
+        figures.update(_aws_sweep(settings, cfg))
     return figures
+
+
+def _aws_sweep(settings: Settings, cfg: TwinConfig) -> dict[str, float | int | str | None]:
+    """Every realAWSCloudwatch trace: the per-file ratio and the totals over the folder."""
+    files = sorted((settings.shared_data_dir / "nab" / "realAWSCloudwatch").glob("*.csv"))
+    out: dict[str, float | int | str | None] = {}
+    totals = {"predictive": 0.0, "reactive_cost_matched": 0.0, "reactive": 0.0}
+    pairs: list[tuple[float, float]] = []  # (predictive, cost-matched) under-provisioned min
+    t0 = time.perf_counter()
+    for path in files:
+        summary = simulate_frame(read_trace(path), cfg, settings).summary()
+        for policy in totals:
+            totals[policy] += summary[policy]["underprovisioned_minutes"]
+        pred = summary["predictive"]["underprovisioned_minutes"]
+        match = summary["reactive_cost_matched"]["underprovisioned_minutes"]
+        out[f"aws_all.{path.stem}.pred_vs_matched_under"] = (
+            round(pred / match, 4) if match else None
+        )
+        pairs.append((pred, match))
+    # Neither predictive nor the cost-matched HPA ever under-provisioned: nothing to compare.
+    judged = [(p, m) for p, m in pairs if p or m]
+    matched = totals["reactive_cost_matched"]
+    out.update(
+        {
+            "aws_all.files": len(files),
+            "aws_all.files_neither_underprovisioned": len(pairs) - len(judged),
+            "aws_all.files_meeting_target_0.7": (
+                f"{sum(p <= 0.7 * m for p, m in judged)}/{len(judged)}"
+            ),
+            "aws_all.files_worse_than_matched": sum(p > m for p, m in judged),
+            "aws_all.predictive_under_min": totals["predictive"],
+            "aws_all.matched_under_min": matched,
+            "aws_all.reactive_under_min": totals["reactive"],
+            "aws_all.pred_vs_matched_under_total": (
+                round(totals["predictive"] / matched, 4) if matched else None
+            ),
+            "aws_all.seconds": round(time.perf_counter() - t0, 1),
+        }
+    )
+    return out

@@ -242,8 +242,9 @@ def simulate_frame(
     usable = fleet.capacity * slo
     traj: dict[str, sim.Trajectory] = {}
     traj["reactive"] = sim.run_controller(replay, last, fleet, targets, timing)
+    observed = sim.observed_demand(replay, last)
     traj["predictive"] = sim.run_controller(
-        replay, last, fleet, targets, timing, sim.predictive_floor(peaks, fleet, usable)
+        replay, last, fleet, targets, timing, sim.predictive_floor(peaks, fleet, usable, observed)
     )
     traj["cloud_scheduled"] = sim.run_controller(
         replay, last, fleet, targets, timing, sim.predictive_floor(level, fleet, usable)

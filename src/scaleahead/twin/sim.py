@@ -172,10 +172,23 @@ def static(
     return Trajectory(grid, grid.copy())
 
 
-def predictive_floor(peaks: np.ndarray, fleet: Fleet, usable: np.ndarray) -> np.ndarray:
-    """``predictive_replicas`` per step; NaN peaks (no usable forecast) give 0 (fallback)."""
-    replicas = fleet.bound(ceil_replicas(np.nan_to_num(peaks, nan=0.0), usable[:, None]))
+def predictive_floor(
+    peaks: np.ndarray, fleet: Fleet, usable: np.ndarray, observed: np.ndarray | None = None
+) -> np.ndarray:
+    """``predictive_replicas`` per step; NaN peaks (no usable forecast) give 0 (fallback).
+
+    With ``observed`` (the demand the controller sees at each step: the previous bucket's), the
+    peak is ``planned_peak``'s ``max(peak, observed)`` as in the scalar ``recommend``."""
+    planned = peaks if observed is None else np.fmax(peaks, np.maximum(observed, 0.0))
+    planned = np.where(np.isnan(peaks), np.nan, planned)
+    replicas = fleet.bound(ceil_replicas(np.nan_to_num(planned, nan=0.0), usable[:, None]))
     return np.where(np.isnan(peaks), 0.0, replicas)
+
+
+def observed_demand(demand: np.ndarray, last_train: np.ndarray) -> np.ndarray:
+    """What the controller has seen at each replay step: the previous step's demand (the last
+    training value at the first step), as ``run_controller``'s ``observed``."""
+    return np.concatenate([last_train[:, None], demand[:, :-1]], axis=1)
 
 
 @dataclass(frozen=True, slots=True)
