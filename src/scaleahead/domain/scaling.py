@@ -183,10 +183,11 @@ def forecast_peak(
 
 def planned_peak(peak: float, actual: float | None) -> float:
     """The demand the predictive side provisions for: the forecast peak, never below the latest
-    actual. The HPA's 10 % tolerance lets a service sit just under its target utilization, and
-    after a level shift beyond its training range the forecast climbs to the new level over
-    hours (NAB EC2 CPU ac20cd: p90 37 against a demand of 99, 15 hours to catch up); without
-    this the predictive policy rode the tolerance band under the SLO all that time."""
+    actual. The HPA's 10 % tolerance lets a service run up to 10 % over its target
+    utilization, and after a level shift beyond its training range the forecast climbs to the
+    new level over hours (NAB EC2 CPU ac20cd: p90 37 against a demand of 99, 15 hours to catch
+    up); without this the predictive policy rode the tolerance band above the SLO's
+    utilization all that time."""
     if actual is None or not math.isfinite(actual):
         return peak
     return max(peak, actual)
