@@ -180,7 +180,6 @@ def predictive_floor(
     With ``observed`` (the demand the controller sees at each step: the previous bucket's), the
     peak is ``planned_peak``'s ``max(peak, observed)`` as in the scalar ``recommend``."""
     planned = peaks if observed is None else np.fmax(peaks, np.maximum(observed, 0.0))
-    planned = np.where(np.isnan(peaks), np.nan, planned)
     replicas = fleet.bound(ceil_replicas(np.nan_to_num(planned, nan=0.0), usable[:, None]))
     return np.where(np.isnan(peaks), 0.0, replicas)
 
