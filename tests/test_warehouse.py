@@ -58,6 +58,32 @@ def test_sessions_time_travel_and_read_only(settings: Settings) -> None:
     assert frame["service"].tolist() == ["svc"]
 
 
+def test_writer_sessions_create_the_schema_once_per_attached_catalog(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scaleahead.warehouse import connection
+
+    runs: list[int] = []
+    real = connection.ensure_schema
+
+    def counting(con: duckdb.DuckDBPyConnection) -> None:
+        runs.append(1)
+        real(con)
+
+    monkeypatch.setattr(connection, "ensure_schema", counting)
+    close_all()  # a fresh process: nothing attached yet
+    for _ in range(3):
+        with connect() as con:
+            con.execute("SELECT count(*) FROM raw.telemetry").fetchone()
+    with connect(read_only=True) as con:
+        con.execute("SELECT count(*) FROM raw.telemetry").fetchone()
+    assert len(runs) == 1
+    close_all()  # the next attach (another process, or after a reset) checks again
+    with connect() as con:
+        assert con.execute("SELECT count(*) FROM quality.gate_runs").fetchone() == (0,)
+    assert len(runs) == 2
+
+
 def test_extensions_come_from_the_wheels(tmp_path: Path) -> None:
     lake = Lake("sqlite", "sqlite:x", tmp_path / "data", tmp_path / "ext", tmp_path / "x")
     install_extensions(lake)

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,7 +67,16 @@ def _attach(lake: Lake, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyCon
 # One in-memory DuckDB instance per (process, lake, mode) with the lake attached; sessions are
 # cursors on it. Loading the extensions costs ~0.2 s per instance, a cursor ~1 ms, and an
 # attached lake holds no lock: readers and writers of other processes are unaffected.
-_INSTANCES: dict[tuple[int, Lake, bool], tuple[duckdb.DuckDBPyConnection, object]] = {}
+@dataclass
+class _Instance:
+    con: duckdb.DuckDBPyConnection
+    identity: object
+    # The platform's tables were created (or found) through this instance: the DDL costs ~30 ms,
+    # most of a writer session's opening, and only has to run once per attached catalog.
+    schema_ready: bool = False
+
+
+_INSTANCES: dict[tuple[int, Lake, bool], _Instance] = {}
 _INSTANCES_LOCK = threading.Lock()
 
 
@@ -85,29 +95,31 @@ def _drop(key: tuple[int, Lake, bool]) -> None:
     entry = _INSTANCES.pop(key, None)
     if entry is not None:
         with contextlib.suppress(duckdb.Error):  # closing a broken instance
-            entry[0].close()
+            entry.con.close()
 
 
-def _instance(lake: Lake, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+def _instance(lake: Lake, read_only: bool, timeout_s: float) -> _Instance:
     key = (os.getpid(), lake, read_only)
     with _INSTANCES_LOCK:
         entry = _INSTANCES.get(key)
-        if entry is not None and entry[1] != _identity(lake):
+        if entry is not None and entry.identity != _identity(lake):
             _drop(key)  # the catalog was replaced under us: attach the new one
             entry = None
         if entry is None:
             base = _attach(lake, read_only, timeout_s)
-            entry = _INSTANCES[key] = (base, _identity(lake))
-        return entry[0]
+            entry = _INSTANCES[key] = _Instance(base, _identity(lake))
+        return entry
 
 
-def _open(lake: Lake, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+def _open(
+    lake: Lake, read_only: bool, timeout_s: float
+) -> tuple[duckdb.DuckDBPyConnection, _Instance]:
     for attempt in (1, 2):
-        base = _instance(lake, read_only, timeout_s)
+        entry = _instance(lake, read_only, timeout_s)
         try:
-            con = base.cursor()
+            con = entry.con.cursor()
             con.execute(f"USE {ALIAS}")
-            return con
+            return con, entry
         except duckdb.Error as exc:
             # A broken instance (e.g. its catalog vanished) is dropped and attached afresh once.
             with _INSTANCES_LOCK:
@@ -134,7 +146,8 @@ def connect(
     timeout_s: float = 120.0,
     settings: Settings | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A session on the warehouse; writers get the platform's tables created if missing.
+    """A session on the warehouse; writers get the platform's tables created if missing (once per
+    attached catalog and process).
 
     ``path`` (a ``settings.warehouse_path``) selects the warehouse; by default the one of
     ``settings`` (or of the process settings).
@@ -155,10 +168,11 @@ def connect(
             raise WarehouseError(f"cannot open warehouse {lake.describe()}: {exc}") from exc
     if not read_only:
         lake.data_path.mkdir(parents=True, exist_ok=True)
-    con = _open(lake, read_only, timeout_s)
+    con, entry = _open(lake, read_only, timeout_s)
     try:
-        if not read_only:
+        if not read_only and not entry.schema_ready:
             ensure_schema(con)
+            entry.schema_ready = True
         yield con
     finally:
         con.close()
