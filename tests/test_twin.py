@@ -280,3 +280,70 @@ def test_cli_simulate_nab_csv_and_report_renders(settings: Settings, tmp_path: P
     assert dom.count('class="plotly-graph-div') == 2
     assert dom.count('class="main-svg"') >= 2
     assert "Cost vs under-provisioning" in dom and "scaleahead predictive" in dom
+
+
+def _policy_summary(minutes: dict[str, float], hours: dict[str, float]) -> dict:
+    return {
+        p: {
+            "underprovisioned_minutes": minutes.get(p, 0.0),
+            "replica_hours": hours.get(p, 100.0),
+            "hpa_target": 0.58 if p == "reactive_cost_matched" else None,
+        }
+        for p in POLICIES
+    }
+
+
+def test_headline_says_when_predictive_does_not_pay() -> None:
+    from scaleahead.twin.report import headline
+
+    hours = {"predictive": 120.0, "reactive_cost_matched": 119.5, "reactive": 100.0}
+    wins = headline(_policy_summary({"predictive": 10, "reactive_cost_matched": 30}, hours))
+    assert "(±0.5 replica-hours)" in wins and "10 minutes against 30" in wins
+    assert "20 SLO-minutes saved" in wins and "+20% replica-hours" in wins
+    # EC2 CPU 24ae8d's shape: predictive short longer than the HPA given its budget.
+    loses = headline(_policy_summary({"predictive": 80, "reactive_cost_matched": 40}, hours))
+    assert "80 minutes against 40 for a reactive HPA at target 0.58" in loses
+    assert "does not make the case for predictive scaling" in loses and "saved" not in loses
+    tie = headline(_policy_summary({"predictive": 40, "reactive_cost_matched": 40}, hours))
+    assert "does as well or better" in tie
+    never = headline(_policy_summary({}, hours))
+    assert "neither predictive scaling nor an over-provisioned reactive HPA" in never
+
+
+def test_service_verdicts_hand_computed() -> None:
+    from scaleahead.twin.report import _services_section, service_verdicts
+    from scaleahead.twin.runner import TwinResult
+
+    def metrics(minutes: list[float]) -> sim.Metrics:
+        m = np.array(minutes, dtype=float)
+        return sim.Metrics(m, m, m, m, m)
+
+    result = TwinResult(
+        ids=["a", "b", "c", "d", "e"],
+        ds=pd.DatetimeIndex([]),
+        demand=np.zeros((5, 0)),
+        capacity=np.ones(5),
+        trajectories={},
+        metrics={
+            "predictive": metrics([10, 5, 0, 20, 19]),
+            "reactive_cost_matched": metrics([20, 5, 0, 10, 20]),
+            "reactive": metrics([50, 50, 0, 60, 30]),
+        },
+        hpa_targets={"reactive_cost_matched": np.array([0.6, 0.6, 0.7, 0.5, 0.65])},
+    )
+    v = service_verdicts(result)
+    # a: 10 <= 0.7 x 20 (meets); e: better but by 5 % only; b, c: same (c never short); d: worse.
+    assert (v.services, v.better, v.meets_target, v.same, v.never_short, v.worse) == (
+        5, 2, 1, 2, 1, 1,
+    )  # fmt: skip
+    assert v.worst == [
+        {
+            "service": "d",
+            "predictive": 20.0,
+            "cost_matched": 10.0,
+            "cost_matched_target": 0.5,
+            "reactive": 60.0,
+        }
+    ]
+    section = _services_section(result)
+    assert "Of 5 services" in section and "<td>d</td>" in section and "<td>a</td>" not in section

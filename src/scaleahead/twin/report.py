@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,17 +121,103 @@ def _table(summary: dict[str, Any]) -> str:
 
 
 def headline(summary: dict[str, Any]) -> str:
+    """The report's first sentence: predictive against the HPA given the same budget, and what
+    it costs against today's default HPA. Says so when the trace does not favour predictive."""
     pred, matched, react = (summary[p] for p in ("predictive", "reactive_cost_matched", "reactive"))
-    saved = matched["underprovisioned_minutes"] - pred["underprovisioned_minutes"]
+    p_min, m_min = pred["underprovisioned_minutes"], matched["underprovisioned_minutes"]
     cost = _ratio_text(pred["replica_hours"], react["replica_hours"])
+    same_cost = f"At the same cost (±{abs(pred['replica_hours'] - matched['replica_hours']):.1f} "
+    same_cost += "replica-hours)"
+    default = f"Against today's default HPA ({react['underprovisioned_minutes']:,.0f} minutes)"
+    if p_min == 0 and m_min == 0:
+        return (
+            f"{same_cost}, neither predictive scaling nor an over-provisioned reactive HPA was "
+            f"ever under-provisioned. {default} predictive scaling costs {cost}."
+        )
+    if p_min < m_min:
+        return (
+            f"{same_cost}, predictive scaling is under-provisioned for {p_min:,.0f} minutes "
+            f"against {m_min:,.0f} for an over-provisioned reactive HPA ({m_min - p_min:,.0f} "
+            f"SLO-minutes saved). {default} it costs {cost}."
+        )
     return (
-        f"At the same cost (±{abs(pred['replica_hours'] - matched['replica_hours']):.1f} "
-        f"replica-hours), predictive scaling is under-provisioned for "
-        f"{pred['underprovisioned_minutes']:,.0f} minutes against "
-        f"{matched['underprovisioned_minutes']:,.0f} for an over-provisioned reactive HPA "
-        f"({saved:,.0f} SLO-minutes saved). Against today's default HPA "
-        f"({react['underprovisioned_minutes']:,.0f} minutes) it costs {cost}."
+        f"{same_cost}, predictive scaling is under-provisioned for {p_min:,.0f} minutes against "
+        f"{m_min:,.0f} for a reactive HPA at target {_fmt(matched.get('hpa_target'), 2)}: on "
+        f"this trace over-provisioning the HPA does as well or better, so it does not make the "
+        f"case for predictive scaling (keep the service reactive, or forecast in dry-run). "
+        f"{default} predictive scaling costs {cost}."
     )
+
+
+@dataclass(frozen=True)
+class ServiceVerdicts:
+    """Per service, predictive against the HPA cost-matched to it (a fleet report's triage)."""
+
+    services: int
+    better: int  # fewer under-provisioned minutes than the cost-matched HPA
+    meets_target: int  # ... by at least 30 % (predictive <= 0.7 x the cost-matched HPA)
+    same: int  # as many (incl. services neither policy ever under-provisioned)
+    never_short: int
+    worse: int
+    worst: list[dict[str, Any]]  # the services where predictive loses most, largest loss first
+
+
+def service_verdicts(result: TwinResult, top: int = 10) -> ServiceVerdicts:
+    pred = result.metrics["predictive"].underprovisioned_minutes
+    matched = result.metrics["reactive_cost_matched"].underprovisioned_minutes
+    react = result.metrics["reactive"].underprovisioned_minutes
+    targets = result.hpa_targets["reactive_cost_matched"]
+    worse = np.flatnonzero(pred > matched)
+    worse = worse[np.argsort(-(pred[worse] - matched[worse]), kind="stable")]
+    return ServiceVerdicts(
+        services=len(result.ids),
+        better=int(np.sum(pred < matched)),
+        meets_target=int(np.sum((matched > 0) & (pred <= 0.7 * matched))),
+        same=int(np.sum(pred == matched)),
+        never_short=int(np.sum((pred == 0) & (matched == 0))),
+        worse=len(worse),
+        worst=[
+            {
+                "service": result.ids[i],
+                "predictive": float(pred[i]),
+                "cost_matched": float(matched[i]),
+                "cost_matched_target": float(targets[i]),
+                "reactive": float(react[i]),
+            }
+            for i in worse[:top]
+        ],
+    )
+
+
+def _services_section(result: TwinResult) -> str:
+    """Fleet runs only: how many services predictive helps, and where it does not."""
+    if len(result.ids) < 2:
+        return ""
+    v = service_verdicts(result)
+    text = (
+        f"<p>Of {v.services:,} services, predictive scaling is under-provisioned less than the "
+        f"reactive HPA given the same replica-hours on <b>{v.better:,}</b> ({v.meets_target:,} "
+        f"of them by at least 30 %), as much on {v.same:,} ({v.never_short:,} where neither is "
+        f"ever under-provisioned) and more on <b>{v.worse:,}</b>.</p>"
+    )
+    if not v.worst:
+        return f"<h2>Per service</h2>{text}"
+    rows = "".join(
+        f"<tr><td>{html.escape(w['service'])}</td><td>{_fmt(w['predictive'], 0)}</td>"
+        f"<td>{_fmt(w['cost_matched'], 0)}</td><td>{_fmt(w['cost_matched_target'], 2)}</td>"
+        f"<td>{_fmt(w['reactive'], 0)}</td></tr>"
+        for w in v.worst
+    )
+    table = (
+        "<table><tr><th>Service (predictive loses most first)</th><th>Predictive under-prov. "
+        "min</th><th>Same-cost HPA min</th><th>at HPA target</th><th>Default HPA min</th></tr>"
+        f"{rows}</table>"
+    )
+    note = (
+        '<p class="muted">On these services an HPA with the target shown does as well at the '
+        "same cost: keep them reactive (or forecast in dry-run) until their forecasts improve.</p>"
+    )
+    return f"<h2>Per service</h2>{text}{table}{note}"
 
 
 def _ratio_text(a: float, b: float) -> str:
@@ -184,6 +271,7 @@ except the oracle.</p>
 {_table(summary)}
 <h2>Cost vs under-provisioning</h2>
 {parts[0]}
+{_services_section(result)}
 <h2>Demand vs serving capacity</h2>
 {"".join(parts[1:])}
 </body></html>
