@@ -311,8 +311,9 @@ def test_headline_says_when_predictive_does_not_pay() -> None:
 
 
 def test_service_verdicts_hand_computed() -> None:
-    from scaleahead.twin.report import _services_section, service_verdicts
+    from scaleahead.twin.report import _services_section
     from scaleahead.twin.runner import TwinResult
+    from scaleahead.twin.verdicts import service_verdicts
 
     def metrics(minutes: list[float]) -> sim.Metrics:
         m = np.array(minutes, dtype=float)

@@ -58,6 +58,19 @@ def test_twin_stage_stores_each_service_and_policy_once_per_run(settings: Settin
     assert (stored.replica_hours > 0).all() and stored.underprovisioned_minutes.ge(0).all()
     oracle = stored[stored.policy == "oracle"].set_index("service")
     assert (oracle.replica_hours_vs_oracle == 1.0).all()
+    # The stage report's triage agrees with the stored per-service minutes.
+    minutes = stored.pivot(index="service", columns="policy", values="underprovisioned_minutes")
+    pred, matched = minutes["predictive"], minutes["reactive_cost_matched"]
+    triage = again["predictive_vs_cost_matched"]
+    assert triage["services"] == 3
+    assert (triage["better"], triage["same"], triage["worse"]) == (
+        int((pred < matched).sum()),
+        int((pred == matched).sum()),
+        int((pred > matched).sum()),
+    )
+    assert [w["service"] for w in triage["worst"]] == list(
+        (pred - matched)[pred > matched].sort_values(ascending=False, kind="stable").index
+    )
     cost_matched = stored[stored.policy == "reactive_cost_matched"]
     assert cost_matched.hpa_target.notna().all() and (cost_matched.hpa_target <= 0.7).all()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from scaleahead.twin.runner import POLICIES, TwinResult
+from scaleahead.twin.verdicts import service_verdicts
 
 LABELS = {
     "reactive": "Reactive HPA (default)",
@@ -146,46 +146,6 @@ def headline(summary: dict[str, Any]) -> str:
         f"this trace over-provisioning the HPA does as well or better, so it does not make the "
         f"case for predictive scaling (keep the service reactive, or forecast in dry-run). "
         f"{default} predictive scaling costs {cost}."
-    )
-
-
-@dataclass(frozen=True)
-class ServiceVerdicts:
-    """Per service, predictive against the HPA cost-matched to it (a fleet report's triage)."""
-
-    services: int
-    better: int  # fewer under-provisioned minutes than the cost-matched HPA
-    meets_target: int  # ... by at least 30 % (predictive <= 0.7 x the cost-matched HPA)
-    same: int  # as many (incl. services neither policy ever under-provisioned)
-    never_short: int
-    worse: int
-    worst: list[dict[str, Any]]  # the services where predictive loses most, largest loss first
-
-
-def service_verdicts(result: TwinResult, top: int = 10) -> ServiceVerdicts:
-    pred = result.metrics["predictive"].underprovisioned_minutes
-    matched = result.metrics["reactive_cost_matched"].underprovisioned_minutes
-    react = result.metrics["reactive"].underprovisioned_minutes
-    targets = result.hpa_targets["reactive_cost_matched"]
-    worse = np.flatnonzero(pred > matched)
-    worse = worse[np.argsort(-(pred[worse] - matched[worse]), kind="stable")]
-    return ServiceVerdicts(
-        services=len(result.ids),
-        better=int(np.sum(pred < matched)),
-        meets_target=int(np.sum((matched > 0) & (pred <= 0.7 * matched))),
-        same=int(np.sum(pred == matched)),
-        never_short=int(np.sum((pred == 0) & (matched == 0))),
-        worse=len(worse),
-        worst=[
-            {
-                "service": result.ids[i],
-                "predictive": float(pred[i]),
-                "cost_matched": float(matched[i]),
-                "cost_matched_target": float(targets[i]),
-                "reactive": float(react[i]),
-            }
-            for i in worse[:top]
-        ],
     )
 
 

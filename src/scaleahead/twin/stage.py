@@ -21,6 +21,7 @@ import pandas as pd
 
 from scaleahead.config import Settings, get_settings
 from scaleahead.twin.runner import DS, ID, POLICIES, TwinConfig, TwinResult, Y, simulate_frame
+from scaleahead.twin.verdicts import service_verdicts
 from scaleahead.warehouse import connect
 
 log = logging.getLogger("scaleahead.twin")
@@ -185,6 +186,7 @@ def run_twin(
             }
             for p in POLICIES
         },
+        "predictive_vs_cost_matched": service_verdicts(result).as_dict(),
         "seconds": round(time.perf_counter() - started, 2),
     }
     log.info("capacity twin %s: %d services, %d rows", run_id, len(ids), len(rows))
