@@ -13,9 +13,9 @@ import pandas as pd
 from scaleahead.anomaly.detector import DetectorConfig, detect
 from scaleahead.anomaly.nab import PROFILES, PUBLISHED_STANDARD, Corpus, score_results
 
-# `scaleahead detect` runs the full detector, the contextual part included (the streaming
-# pipeline keeps its own lighter configuration in stage.py).
-DETECT_CONFIG = DetectorConfig(context=True)
+# `scaleahead detect` runs the full detector, the contextual and discord parts included (the
+# streaming pipeline keeps its own lighter configuration in stage.py).
+DETECT_CONFIG = DetectorConfig(context=True, discord=True)
 
 
 def detect_file(source: Path, target: Path, config: DetectorConfig | None = None) -> int:
