@@ -64,6 +64,7 @@ from scipy.special import ndtr
 
 from scaleahead.anomaly.context import ContextConfig, context_scores
 from scaleahead.anomaly.discord import DiscordConfig, discord_scores
+from scaleahead.anomaly.suppression import suppress
 
 COMPONENTS = ("residual", "likelihood", "level", "variance", "drop")
 
@@ -247,20 +248,3 @@ def _novelty(stat: np.ndarray, window: int, floor: float, quantile: float = 1.0)
     past_max = (past.max() if quantile >= 1.0 else past.quantile(quantile)).to_numpy()
     ref = np.maximum(np.nan_to_num(past_max, nan=floor), floor)
     return np.where(stat > ref, 1.0 - ref / np.maximum(stat, 1e-12), 0.0)
-
-
-def suppress(score: np.ndarray, above: float, rows: int, factor: float) -> np.ndarray:
-    """After a row reaches ``above``, damp the next ``rows`` rows by ``factor`` (causal)."""
-    out = score.copy()
-    if rows <= 0:
-        return out
-    hits = np.flatnonzero(score >= above)
-    until = -1
-    for i in hits:
-        if i <= until:
-            out[i] = score[i] * factor
-            continue
-        until = i + rows
-        end = min(until + 1, len(out))
-        out[i + 1 : end] = score[i + 1 : end] * factor
-    return out

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from scaleahead.anomaly.suppression import suppress
+
 
 @dataclass(frozen=True)
 class DiscordConfig:
@@ -86,15 +88,10 @@ def discord_scores(values: np.ndarray, config: DiscordConfig | None = None) -> n
     """Scores in [0, 1] per row (causal): the gain-scaled novelty of the left matrix profile,
     the maximum over the lengths, silenced for ``rest_rows`` after each scoring row."""
     cfg = config or DiscordConfig()
-    profiles = left_matrix_profile(values, cfg.lengths)
-    n = len(np.asarray(values))
-    if not n:
+    if not len(np.asarray(values)):
         return np.zeros(0)
+    profiles = left_matrix_profile(values, cfg.lengths)
     novelty = np.max([_novelty(p, cfg.window, cfg.warm_rows) for p in profiles.values()], axis=0)
-    out = np.zeros(n)
-    quiet_until = -1
-    for i in np.flatnonzero(novelty > 0):
-        if i > quiet_until:
-            out[i] = novelty[i]
-            quiet_until = i + cfg.rest_rows
-    return np.minimum(1.0, cfg.gain * out)
+    # Any row that beats the record starts a rest (novelty is > 0 only there).
+    rested = suppress(novelty, np.finfo(float).tiny, cfg.rest_rows, 0.0)
+    return np.minimum(1.0, cfg.gain * rested)
