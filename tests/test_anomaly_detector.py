@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from scaleahead.anomaly.detector import COMPONENTS, DetectorConfig, detect, suppress
 from scaleahead.anomaly.multivariate import service_scores
+from scaleahead.anomaly.suppression import rest_below_record
 
 
 def _series(n: int = 2000, seed: int = 0) -> tuple[pd.Series, np.ndarray]:
@@ -84,6 +85,42 @@ def test_suppression_keeps_the_first_detection_only() -> None:
     score = np.array([0, 0.9, 0.8, 0.7, 0, 0, 0.6, 0.95])
     out = suppress(score, above=0.5, rows=3, factor=0.0)
     np.testing.assert_allclose(out, [0, 0.9, 0, 0, 0, 0, 0.6, 0])
+
+
+def test_rest_below_record_keeps_only_rows_that_beat_the_recent_maximum() -> None:
+    # rows=3: 0.8 at row 2 beats nothing before it; 0.7 and 0.8 after it are within 3 rows of
+    # the 0.8 (a tie does not beat it); 0.9 beats it; 0.5 at row 9 is 4 rows after the 0.9,
+    # whose record has expired (rows 6-8 hold 0.3, 0, 0).
+    score = np.array([0, 0, 0.8, 0.7, 0.8, 0.9, 0.3, 0, 0, 0.5])
+    out = rest_below_record(score, rows=3)
+    np.testing.assert_allclose(out, [0, 0, 0.8, 0, 0, 0.9, 0, 0, 0, 0.5])
+    np.testing.assert_allclose(rest_below_record(score, rows=0), score)
+    assert rest_below_record(np.zeros(0), rows=3).shape == (0,)
+
+
+def test_joined_parts_detect_one_incident_once() -> None:
+    # Each part rests after its own detections only, so a burst of noise that several parts
+    # see at slightly different rows would fire more than once; the joined score reports it
+    # once per rest period (a larger score within the rest, the incident growing, would pass).
+    rng = np.random.default_rng(0)
+    ts = pd.Series(pd.date_range("2024-01-01", periods=1500, freq="5min"))
+    x = 100 + 20 * np.sin(2 * np.pi * np.arange(1500) / 288) + rng.normal(0, 2, 1500)
+    x[1200:1300] += rng.normal(0, 15, 100)
+    cfg = DetectorConfig(context=True, discord=True)
+    detection = detect(x, ts, cfg)
+    statistics = detect(x, ts, DetectorConfig()).score  # the residual and level part alone
+    parts = [statistics, detection.surprise["context"], detection.surprise["discord"]]
+    unrested = np.maximum.reduce(parts)
+    incident = slice(1200, 1200 + cfg.join_rest_rows)
+    assert (unrested[incident] == 1.0).sum() >= 2  # the parts fire more than once
+    assert (detection.score[incident] > 0).sum() == 1
+    assert detection.score[incident].max() == unrested[incident].max()
+    fired = np.flatnonzero(detection.score > 0)
+    np.testing.assert_allclose(detection.score[fired], unrested[fired])
+    for i in fired:  # every reported row beats everything reported in the rest before it
+        assert detection.score[i] > unrested[max(0, i - cfg.join_rest_rows) : i].max(initial=0.0)
+    # Still causal with the joined rest.
+    np.testing.assert_allclose(detect(x[:1250], ts[:1250], cfg).score, detection.score[:1250])
 
 
 def test_isolation_forest_flags_a_broken_metric_relationship() -> None:

@@ -6,6 +6,7 @@ detection of a window and charges every extra one outside it)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 
 def suppress(score: np.ndarray, above: float, rows: int, factor: float) -> np.ndarray:
@@ -23,3 +24,16 @@ def suppress(score: np.ndarray, above: float, rows: int, factor: float) -> np.nd
         end = min(until + 1, len(out))
         out[i + 1 : end] = score[i + 1 : end] * factor
     return out
+
+
+def rest_below_record(score: np.ndarray, rows: int) -> np.ndarray:
+    """Keep a row's score only where it beats every score of the previous ``rows`` rows (causal).
+
+    The rest for a score joined from parts that each rest on their own: one part's detection
+    does not silence another's, so one incident could fire once per part. Needs no level: within
+    ``rows`` of a score only a higher one (the incident growing) is reported again."""
+    score = np.asarray(score, dtype=float)
+    if rows <= 0 or not len(score):
+        return score.copy()
+    record = pd.Series(score).shift(1).rolling(rows, min_periods=1).max().to_numpy()
+    return np.where(score > np.nan_to_num(record, nan=-np.inf), score, 0.0)
