@@ -178,6 +178,41 @@ def test_reactive_with_current_replicas_uses_hpa_tolerance(client: TestClient) -
     assert rec(client, "search", current_replicas=2)["reactive_replicas"] == 4
 
 
+def add_daily_spikes(path: Path, service: str, value: float, minute: int = 5) -> None:
+    """Three earlier days of 5-minute demand (100) with a ``value`` spike at 12:00 + minute."""
+    rows = []
+    for day in range(1, 4):
+        start = DATA_END - timedelta(days=day, hours=12)
+        for i in range(288):
+            ds = start + timedelta(minutes=5 * i)
+            spike = ds == DATA_END - timedelta(days=day) + timedelta(minutes=minute)
+            rows.append((service, ds, value if spike else 100.0))
+    with connect(path=path) as con:
+        con.executemany(
+            "INSERT INTO marts.service_demand_5m VALUES (?, ?, ?, 1, 1, 5, false, ?)",
+            [(s, ds, v, v) for s, ds, v in rows],
+        )
+
+
+def test_recurring_daily_spike_is_planned_for(settings: Settings, warehouse: Path) -> None:
+    # checkout's p90 peak is 180 (18 replicas). A 390 spike at 12:05 on each of the last three
+    # days is more than twice that: predictive plans for it, ceil(390 / 10) = 39 replicas.
+    add_daily_spikes(warehouse, "checkout", 390.0)
+    add_daily_spikes(warehouse, "search", 390.0, minute=60)  # outside the +-30 min window
+    with TestClient(create_app(settings, refresh_interval_s=3600)) as client:
+        body = rec(client, "checkout")
+        assert body["recurring_peak"] == 390.0
+        assert body["forecast"]["p90"] == 180.0
+        assert body["predictive_replicas"] == body["replicas"] == 39
+        other = rec(client, "search")
+        assert other["recurring_peak"] == 100.0 and other["replicas"] == 8
+    # Without the rule the forecast alone decides.
+    off = settings.model_copy(update={"scaling_recurring_days": 0})
+    with TestClient(create_app(off, refresh_interval_s=3600)) as client:
+        body = rec(client, "checkout")
+        assert body["recurring_peak"] is None and body["predictive_replicas"] == 18
+
+
 def test_dry_run_service_reports_prediction_and_applies_reactive(client: TestClient) -> None:
     body = rec(client, "ledger")  # no forecast, dry-run, min 3
     assert body["mode"] == "dry_run" and body["dry_run"] is True

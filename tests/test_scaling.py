@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ from scaleahead.domain.scaling import (
     predictive_replicas,
     reactive_replicas,
     recommend,
+    recurring_peak,
 )
 
 NOW = datetime(2026, 11, 16, 12, 0, tzinfo=UTC)
@@ -128,6 +130,78 @@ def test_forecast_below_demand_does_not_ride_the_hpa_tolerance() -> None:
     assert planned_peak(80.0, None) == planned_peak(80.0, float("nan")) == 80.0
     # A forecast above the demand is what predictive plans for (scale out ahead).
     assert planned_peak(300.0, 108.0) == 300.0
+
+
+def test_scale_in_hysteresis_hand_computed() -> None:
+    spec = ServiceSpec(capacity_per_replica=10.0, min_replicas=1, max_replicas=50)
+    # Peak 9.5 is 0.95 of a replica: from 2 it stays at 2 (1 would leave 0.05 < 0.1 to spare).
+    assert predictive_replicas(9.5, spec, current_replicas=2, hysteresis=0.1) == 2
+    # 8.9 leaves 0.11 of a replica: scale in to 1.
+    assert predictive_replicas(8.9, spec, current_replicas=2, hysteresis=0.1) == 1
+    # From 5 it scales in as far as the count that holds the peak with the margin: 2.
+    assert predictive_replicas(9.5, spec, current_replicas=5, hysteresis=0.1) == 2
+    # It never scales out (15 needs 2; the margin would say 3) nor holds above current.
+    assert predictive_replicas(15.0, spec, current_replicas=1, hysteresis=0.1) == 2
+    assert predictive_replicas(19.5, spec, current_replicas=2, hysteresis=0.1) == 2
+    # Unknown current count, or no hysteresis: the plain ceil.
+    assert predictive_replicas(9.5, spec) == 1
+    assert predictive_replicas(9.5, spec, current_replicas=2, hysteresis=0.0) == 1
+    # Through recommend (default policy: 0.1): a forecast at 0.95 of a replica holds 2.
+    rec = recommend(spec, NOW, signal([9.5, 9.0, 9.5]), actual=5.0, current_replicas=2)
+    assert rec.predictive_replicas == 2 and rec.reactive_replicas == 1
+    rec = recommend(
+        spec,
+        NOW,
+        signal([9.5, 9.0, 9.5]),
+        actual=5.0,
+        current_replicas=2,
+        policy=ScalingPolicy(scale_in_hysteresis=0.0),
+    )
+    assert rec.predictive_replicas == 1
+
+
+def _daily_history(spikes: dict[int, int], days: int = 4, base: float = 1.0):
+    """5-minute buckets over ``days`` days before NOW; ``spikes``: day -> minute past 12:00 of
+    a 100 spike (day 1 = yesterday)."""
+    start = NOW - timedelta(days=days)
+    times = [start + timedelta(minutes=5 * i) for i in range(days * 288)]
+    values = np.full(len(times), base)
+    for day, minute in spikes.items():
+        at = NOW - timedelta(days=day) + timedelta(minutes=minute)
+        values[times.index(at)] = 100.0
+    return np.array([t.timestamp() for t in times]), values
+
+
+def test_recurring_peak_hand_computed() -> None:
+    policy = ScalingPolicy()  # window [12:00, 12:10], padded 30 min: [11:30, 12:40] each day
+    # A spike inside every day's padded window (jittered: 12:05, 11:35, 12:35).
+    times, values = _daily_history({1: 5, 2: -25, 3: 35})
+    assert recurring_peak(times, values, NOW, policy) == 100.0
+    # Day 2's spike at 12:45 is outside its window (the last bucket read starts at 12:40):
+    # the spike did not recur every day, so the recurring peak is the base level.
+    times, values = _daily_history({1: 5, 2: 45, 3: 35})
+    assert recurring_peak(times, values, NOW, policy) == 1.0
+    # Two days of history only: unknown.
+    times, values = _daily_history({1: 5, 2: 5}, days=2)
+    assert recurring_peak(times, values, NOW, policy) is None
+    # Off, or no history.
+    assert recurring_peak(times, values, NOW, ScalingPolicy(recurring_days=0)) is None
+    assert recurring_peak(np.zeros(0), np.zeros(0), NOW, policy) is None
+    # A NaN bucket is skipped, not propagated.
+    times, values = _daily_history({1: 5, 2: -25, 3: 35})
+    values[times == (NOW - timedelta(days=1, minutes=-10)).timestamp()] = np.nan
+    assert recurring_peak(times, values, NOW, policy) == 100.0
+
+
+def test_recurring_peak_gates_the_planned_peak() -> None:
+    assert planned_peak(10.0, 8.0, recurring=25.0) == 25.0  # 2.5x the plan: a missed spike
+    assert planned_peak(10.0, 8.0, recurring=15.0) == 10.0  # 1.5x: the forecast's business
+    assert planned_peak(10.0, 12.0, recurring=20.0) == 12.0  # not above 2x the actual 12
+    assert planned_peak(10.0, 8.0, recurring=float("nan")) == 10.0
+    spec = ServiceSpec(capacity_per_replica=10.0, min_replicas=1, max_replicas=50)
+    rec = recommend(spec, NOW, signal([9.0, 9.0, 9.0]), actual=8.0, recurring=100.0)
+    assert rec.predictive_replicas == rec.replicas == 10
+    assert rec.forecast_peak == 9.0  # the forecast itself is reported unchanged
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     scaling_stabilization_s: float = 300.0
     scaling_tolerance: float = 0.1
     scaling_quantile: str = "p90"
+    # Predictive scale-in needs this much of a replica to spare (0: none); the recurring-peak
+    # floor reads the last N days of observed demand (0: off) and applies where that peak is
+    # more than the gate times the planned one (scaleahead.domain.scaling, rule 1).
+    scaling_scale_in_hysteresis: float = 0.1
+    scaling_recurring_days: int = 3
+    scaling_recurring_gate: float = 2.0
     # Services in forecast-only (dry-run) mode; "*" = all.
     scaling_dry_run_services: list[str] = []
     # "wall": now is the wall clock (production). "data": now is the end of the latest actual

@@ -65,8 +65,10 @@ keeps being served and responses carry `stale: true`. Timestamps are UTC.
 **Recommendations** (`/v1/services/{service}/recommendation`) apply the scaling policy:
 `max(predictive, reactive)` bounded by the service's min/max replicas, with scale-in
 stabilization (predictive plans for the forecast peak or the latest actual demand, whichever is
-higher); when the forecast is missing, stale, failed its quality gate or is flagged by an
-active anomaly the reactive (HPA rule) value is returned with `mode: reactive` and the reasons.
+higher, or for the window's recurring daily peak where that is more than twice as high; with
+`current_replicas` given it scales in only with a tenth of a replica to spare); when the
+forecast is missing, stale, failed its quality gate or is flagged by an active anomaly the
+reactive (HPA rule) value is returned with `mode: reactive` and the reasons.
 The same body is the KEDA `metrics-api` payload (`valueLocation: replicas` or `forecast.p90`).
 
 **Authentication**: `Authorization: Bearer <key>` or `X-API-Key: <key>` (keys from
@@ -551,6 +553,7 @@ def create_app(
         stale_after_s=3 * interval + DEFAULT_OPEN_TIMEOUT_S,
         metric=settings.demand_metric,
         quantile=settings.scaling_quantile,
+        history_days=settings.scaling_recurring_days,
     )
     refresher = CacheRefresher(cache, interval)
     recommender = Recommender(cache, settings, clock) if clock else Recommender(cache, settings)

@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from scaleahead.api.context import ServingContext, context_fingerprint, load_context
+from scaleahead.domain.scaling import DEFAULT_RECURRING_DAYS
 from scaleahead.warehouse import connect
 
 log = logging.getLogger(__name__)
@@ -184,12 +185,14 @@ class ForecastCache:
         clock: Callable[[], datetime] = _now,
         metric: str = "request_rate",
         quantile: str = "p90",
+        history_days: int = DEFAULT_RECURRING_DAYS,
     ) -> None:
         self.warehouse_path = warehouse_path
         # The context (services, actuals, alerts, quality, accuracy) is reloaded whenever its
         # fingerprint or the forecast batch changes; see scaleahead.api.context.
         self.metric = metric
         self.quantile = quantile
+        self.history_days = history_days  # demand history kept for the recurring peak
         self._context = ServingContext()
         self.open_timeout_s = open_timeout_s
         # Also flag staleness when refreshes silently stop succeeding (e.g. a wedged thread).
@@ -237,7 +240,9 @@ class ForecastCache:
                 services = {r[0] for r in rows} if rows is not None else None
                 if services is None:
                     services = set(self._snapshot.services())
-                self._context = load_context(con, context_fp, self.metric, self.quantile, services)
+                self._context = load_context(
+                    con, context_fp, self.metric, self.quantile, services, self.history_days
+                )
             if unchanged:
                 return False
             if not fingerprint:

@@ -4,7 +4,8 @@
   utilization). While that table does not exist, defaults are derived from the data the same
   way the dbt model does (capacity such that the recent peak needs ~10 replicas) and every
   response says so (``service_spec.source``).
-- Latest actual demand per service from ``marts.service_demand_5m``.
+- Latest actual demand per service from ``marts.service_demand_5m``, and the last days of it
+  (``history``: the scaling policy's recurring peak, as arrays per service).
 - Alerts from ``serving.alerts``: a ``firing`` alert marks its service low-confidence.
 - The quality gate in force (``scaleahead.quality.status``: the latest run of each data
   checkpoint): a blocking gate marks every forecast failed-gate and the responses stale; a
@@ -17,13 +18,14 @@ Each part is optional: a missing table leaves that part empty and is recorded in
 from __future__ import annotations
 
 import logging
+from array import array
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
 
-from scaleahead.domain.scaling import Accuracy, ServiceSpec
+from scaleahead.domain.scaling import DEFAULT_RECURRING_DAYS, Accuracy, ServiceSpec
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,8 @@ class ServingContext:
     services_table: bool = False
     actuals: dict[str, Actual] = field(default_factory=dict)
     data_end: datetime | None = None  # end of the latest actual bucket
+    # service -> (bucket starts in POSIX seconds, demand): the last days of observed demand.
+    history: dict[str, tuple[array, array]] = field(default_factory=dict)
     alerts: tuple[Alert, ...] = ()
     quality: QualityState = field(default_factory=QualityState)
     accuracy: dict[str, Accuracy] = field(default_factory=dict)
@@ -145,6 +149,7 @@ def load_context(
     metric: str,
     quantile: str,
     forecast_services: set[str] | None = None,
+    history_days: int = DEFAULT_RECURRING_DAYS,
 ) -> ServingContext:
     if quantile not in QUANTILES:
         raise ValueError(f"quantile must be one of {QUANTILES}")
@@ -157,6 +162,7 @@ def load_context(
         services_table=table,
         actuals=actuals,
         data_end=data_end,
+        history=_load_history(con, history_days) if actuals else {},
         alerts=_load_alerts(con, notes),
         quality=_load_quality(con, notes),
         accuracy=_load_accuracy(con, notes, metric, quantile),
@@ -187,6 +193,24 @@ def _load_actuals(
     peaks = {s: float(p) for s, _, _, p in rows}
     data_end = max((a.ds for a in actuals.values()), default=None)
     return actuals, (data_end + BUCKET if data_end else None), peaks
+
+
+def _load_history(con: duckdb.DuckDBPyConnection, days: int) -> dict[str, tuple[array, array]]:
+    """The last ``days`` days (plus one, for the padded windows) of observed demand per service,
+    as compact float arrays (about 1,200 buckets per service at 5 minutes; one query for the
+    fleet, aggregated per service so no per-row Python objects are kept)."""
+    if days <= 0:
+        return {}
+    rows = con.execute(
+        f"""
+        SELECT service, list(epoch(ds) ORDER BY ds), list(demand ORDER BY ds)
+        FROM marts.service_demand_5m
+        WHERE ds >= (SELECT max(ds) FROM marts.service_demand_5m) - INTERVAL {int(days) + 1} DAY
+          AND demand IS NOT NULL
+        GROUP BY service
+        """
+    ).fetchall()
+    return {service: (array("d", times), array("d", values)) for service, times, values in rows}
 
 
 def default_spec(peak: float | None) -> ServiceSpec:

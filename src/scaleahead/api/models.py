@@ -198,6 +198,12 @@ class RecommendationOut(BaseModel):
     )
     forecast_batch: ForecastBatchOut | None
     actual: ActualOut | None
+    recurring_peak: float | None = Field(
+        None,
+        description="Lowest, over the last days, of the day's peak demand in this window "
+        "(+-30 min): where it is more than twice the planned peak, the predictive rule plans "
+        "for it (a recurring spike the forecast misses). Null without enough history.",
+    )
     service_spec: ServiceSpecOut
     accuracy: AccuracyOut | None
     window: WindowOut = Field(description="[now, now + lead time + window].")

@@ -21,6 +21,7 @@ from scaleahead.domain.scaling import (
     Stabilizer,
     forecast_peak,
     recommend,
+    recurring_peak,
 )
 
 
@@ -55,6 +56,9 @@ class Recommender:
             tolerance=settings.scaling_tolerance,
             stabilization_window_s=settings.scaling_stabilization_s,
             forecast_max_age_s=settings.forecast_max_age_s,
+            scale_in_hysteresis=settings.scaling_scale_in_hysteresis,
+            recurring_days=settings.scaling_recurring_days,
+            recurring_gate=settings.scaling_recurring_gate,
         )
         self.stabilizer = Stabilizer(settings.scaling_stabilization_s)
         self._clock = clock
@@ -105,6 +109,10 @@ class Recommender:
                 low_confidence=bool(firing),
             )
         actual = context.actuals.get(service) if metric == self.settings.demand_metric else None
+        recurring = None
+        history = context.history.get(service) if metric == self.settings.demand_metric else None
+        if history is not None:
+            recurring = recurring_peak(history[0], history[1], now, self.policy)
         decision = recommend(
             info.spec,
             now,
@@ -113,6 +121,7 @@ class Recommender:
             current_replicas=current_replicas,
             policy=self.policy,
             dry_run=self.is_dry_run(service),
+            recurring=recurring,
         )
         stable = self.stabilizer.stabilize(
             f"{service}\x00{metric}\x00{quantile}", now, decision.replicas
@@ -126,6 +135,7 @@ class Recommender:
             "actual": actual,
             "firing": firing,
             "current_replicas": current_replicas,
+            "recurring_peak": recurring,
         }
         return decision, stable, inputs
 
@@ -185,6 +195,7 @@ class Recommender:
             "actual": None
             if inputs["actual"] is None
             else {"ds": _iso(inputs["actual"].ds), "value": inputs["actual"].value},
+            "recurring_peak": inputs["recurring_peak"],
             "service_spec": {
                 "capacity_per_replica": spec.capacity_per_replica,
                 "target_utilization": spec.target_utilization,

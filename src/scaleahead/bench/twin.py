@@ -9,6 +9,8 @@ replays every file of ``realAWSCloudwatch`` too (17 traces; the three above are 
 per file ``pred_vs_matched_under`` and, over all of them, the summed under-provisioned minutes
 of predictive over the cost-matched HPA's, how many files meet the 0.7 target and how many are
 worse than the cost-matched HPA. ``SCALEAHEAD_BENCH_TWIN_AWS_ALL=0`` skips it (~70 s).
+``heldout.*``: the synthetic 20-service trace at three other generator seeds (the policy's
+rules were chosen looking at seed 11's); ``SCALEAHEAD_BENCH_TWIN_HELDOUT=0`` skips it (~90 s).
 
 Fleet scale: 1,000 synthetic services at 5 minutes, 7 days of training then a 14-day replay,
 through the same ``simulate_frame`` and ``TwinConfig`` defaults as ``scaleahead simulate``:
@@ -154,7 +156,31 @@ def run(settings: Settings) -> dict[str, float | int | str]:
     figures["traces_meeting_target_0.7"] = f"{sum(r <= 0.7 for r in valid)}/{len(ratios)}"
     if os.environ.get("SCALEAHEAD_BENCH_TWIN_AWS_ALL", "1") != "0":
         figures.update(_aws_sweep(settings, cfg, summaries))
+    if os.environ.get("SCALEAHEAD_BENCH_TWIN_HELDOUT", "1") != "0":
+        figures.update(_heldout(settings, cfg))
     return figures
+
+
+HELDOUT_SEEDS = (12, 13, 14)
+
+
+def _heldout(settings: Settings, cfg: TwinConfig) -> dict[str, float | None]:
+    """The synthetic 20-service trace at generator seeds the policy was never looked at on
+    (``synthetic20`` is seed 11): per seed the predictive / cost-matched ratio, and the total."""
+    out: dict[str, float | None] = {}
+    pred = matched = 0.0
+    t0 = time.perf_counter()
+    for seed in HELDOUT_SEEDS:
+        summary = simulate_frame(synthetic_services(20, 21, seed=seed), cfg, settings).summary()
+        name = f"synthetic20_seed{seed}"
+        out[f"heldout.{name}.pred_vs_matched_under"] = _figures(name, summary)[
+            f"{name}.pred_vs_matched_under"
+        ]
+        pred += summary["predictive"]["underprovisioned_minutes"]
+        matched += summary["reactive_cost_matched"]["underprovisioned_minutes"]
+    out["heldout.pred_vs_matched_under_total"] = round(pred / matched, 4) if matched else None
+    out["heldout.seconds"] = round(time.perf_counter() - t0, 1)
+    return out
 
 
 def _aws_sweep(

@@ -195,6 +195,9 @@ def simulate_frame(
         step_s=step_s,
         stabilization_window_s=cfg.stabilization_s,
         forecast_max_age_s=max(DEFAULT_FORECAST_MAX_AGE_S, cfg.forecast_refresh_s),
+        scale_in_hysteresis=settings.scaling_scale_in_hysteresis,
+        recurring_days=settings.scaling_recurring_days,
+        recurring_gate=settings.scaling_recurring_gate,
     )
     refresh = max(1, int(round(cfg.forecast_refresh_s / step_s)))
     # A forecast serves the steps until the next one: the policy reads its buckets
@@ -243,8 +246,22 @@ def simulate_frame(
     traj: dict[str, sim.Trajectory] = {}
     traj["reactive"] = sim.run_controller(replay, last, fleet, targets, timing)
     observed = sim.observed_demand(replay, last)
+    # The API's rules: the recurring peak of the same window on the last days, read from the
+    # observed demand (no look-ahead), and the scale-in hysteresis.
+    recurring = sim.recurring_peaks(
+        values, n_train, step_s, span, policy.recurring_days, policy.recurring_pad_s
+    )
+    gate = policy.recurring_gate
     traj["predictive"] = sim.run_controller(
-        replay, last, fleet, targets, timing, sim.predictive_floor(peaks, fleet, usable, observed)
+        replay,
+        last,
+        fleet,
+        targets,
+        timing,
+        sim.predictive_floor(peaks, fleet, usable, observed, recurring, gate),
+        sim.predictive_hold(
+            peaks, fleet, usable, policy.scale_in_hysteresis, observed, recurring, gate
+        ),
     )
     traj["cloud_scheduled"] = sim.run_controller(
         replay, last, fleet, targets, timing, sim.predictive_floor(level, fleet, usable)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scaleahead.domain.scaling import DEFAULT_TOLERANCE
+from scaleahead.domain.scaling import DEFAULT_RECURRING_GATE, DEFAULT_TOLERANCE
 
 _EPS = 1e-9  # the same float guard as scaling._ceil
 
@@ -122,12 +122,16 @@ def run_controller(
     hpa_target: np.ndarray,
     timing: Timing,
     floor: np.ndarray | None = None,
+    hold: np.ndarray | None = None,
 ) -> Trajectory:
     """Replay the HPA (optionally under a per-step floor: the predictive replicas) on ``demand``.
 
     ``floor[:, t]`` is the policy's other recommendation for step ``t`` (0 where there is none,
     i.e. the fallback to reactive); the raw recommendation is ``max(floor, hpa)`` as in
-    :func:`scaleahead.domain.scaling.recommend`, then stabilized and rate-limited.
+    :func:`scaleahead.domain.scaling.recommend`, then stabilized and rate-limited. With
+    ``hold`` (:func:`predictive_hold`), the predictive side scales in from the current count
+    only as far as ``hold``: ``max(floor, min(current, hold))``, the scale-in hysteresis of
+    :func:`scaleahead.domain.scaling.predictive_replicas`.
     """
     n_services, n_steps = demand.shape
     usable = fleet.capacity * hpa_target
@@ -139,7 +143,10 @@ def run_controller(
     for t in range(n_steps):
         raw = fleet.bound(hpa_raw(observed, current, usable, timing.tolerance))
         if floor is not None:
-            raw = np.maximum(raw, floor[:, t])
+            predictive = floor[:, t]
+            if hold is not None:
+                predictive = np.maximum(predictive, np.minimum(current, hold[:, t]))
+            raw = np.maximum(raw, predictive)
         window[t % timing.stabilization_steps] = raw
         stabilized = window.max(axis=0)
         nxt = np.minimum(
@@ -172,16 +179,86 @@ def static(
     return Trajectory(grid, grid.copy())
 
 
+def planned_peaks(
+    peaks: np.ndarray,
+    observed: np.ndarray | None = None,
+    recurring: np.ndarray | None = None,
+    gate: float = DEFAULT_RECURRING_GATE,
+) -> np.ndarray:
+    """:func:`scaleahead.domain.scaling.planned_peak` per step: the forecast peak, never below
+    the demand the controller has seen (``observed``: the previous bucket's), replaced by the
+    recurring peak where that is more than ``gate`` times it. NaN where ``peaks`` is NaN."""
+    planned = peaks if observed is None else np.fmax(peaks, np.maximum(observed, 0.0))
+    if recurring is not None:
+        planned = np.where(recurring > gate * planned, recurring, planned)
+    return np.where(np.isnan(peaks), np.nan, planned)
+
+
 def predictive_floor(
-    peaks: np.ndarray, fleet: Fleet, usable: np.ndarray, observed: np.ndarray | None = None
+    peaks: np.ndarray,
+    fleet: Fleet,
+    usable: np.ndarray,
+    observed: np.ndarray | None = None,
+    recurring: np.ndarray | None = None,
+    gate: float = DEFAULT_RECURRING_GATE,
 ) -> np.ndarray:
     """``predictive_replicas`` per step; NaN peaks (no usable forecast) give 0 (fallback).
 
-    With ``observed`` (the demand the controller sees at each step: the previous bucket's), the
-    peak is ``planned_peak``'s ``max(peak, observed)`` as in the scalar ``recommend``."""
-    planned = peaks if observed is None else np.fmax(peaks, np.maximum(observed, 0.0))
+    The peak is :func:`planned_peaks`' (``observed``, ``recurring``: as in the scalar
+    ``recommend``)."""
+    planned = planned_peaks(peaks, observed, recurring, gate)
     replicas = fleet.bound(ceil_replicas(np.nan_to_num(planned, nan=0.0), usable[:, None]))
     return np.where(np.isnan(peaks), 0.0, replicas)
+
+
+def predictive_hold(
+    peaks: np.ndarray,
+    fleet: Fleet,
+    usable: np.ndarray,
+    hysteresis: float,
+    observed: np.ndarray | None = None,
+    recurring: np.ndarray | None = None,
+    gate: float = DEFAULT_RECURRING_GATE,
+) -> np.ndarray:
+    """The count the predictive side may scale in to: ``ceil(planned / usable + hysteresis)``
+    (``run_controller``'s ``hold``); 0 where there is no usable forecast."""
+    planned = np.nan_to_num(planned_peaks(peaks, observed, recurring, gate), nan=0.0)
+    need = np.maximum(planned, 0.0) / usable[:, None] + hysteresis
+    replicas = fleet.bound(np.maximum(0.0, np.ceil(need - _EPS)))
+    return np.where(np.isnan(peaks), 0.0, replicas)
+
+
+def recurring_peaks(
+    history: np.ndarray, n_known: int, step_s: float, span: int, days: int, pad_s: float
+) -> np.ndarray:
+    """:func:`scaleahead.domain.scaling.recurring_peak` for every replay step: ``history``
+    ``(S, n_known + T)`` is the whole trace (training then replay), step ``t`` decides at row
+    ``g = n_known + t`` for the buckets ``g .. g + span``; per day ``d`` the maximum of rows
+    ``g - d P - w .. g - d P + span + w`` (``P`` rows a day, ``w = pad / step``), then the
+    minimum over the days. Only rows before ``g`` are read (``P > span + w``). NaN where a
+    day's rows start before the trace or no recurring peak is asked for (``days = 0``)."""
+    n_series, n_rows = history.shape
+    out = np.full((n_series, n_rows - n_known), np.nan)
+    per_day = int(round(86400.0 / step_s))
+    pad = int(pad_s // step_s)
+    if days <= 0 or per_day <= span + pad:
+        return out
+    width = 2 * pad + span + 1
+    # windowed[:, i] = max of rows i - pad .. i + pad + span (NaN where that leaves the trace).
+    padded = np.concatenate(
+        [np.full((n_series, pad), np.nan), history, np.full((n_series, pad + span), np.nan)],
+        axis=1,
+    )
+    windowed = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1).max(axis=2)
+    rows = n_known + np.arange(n_rows - n_known)
+    day_peaks = []
+    for d in range(1, days + 1):
+        idx = rows - d * per_day
+        valid = idx - pad >= 0
+        peak = np.full(out.shape, np.nan)
+        peak[:, valid] = windowed[:, idx[valid]]
+        day_peaks.append(peak)
+    return np.min(day_peaks, axis=0)  # NaN if any day is missing
 
 
 def observed_demand(demand: np.ndarray, last_train: np.ndarray) -> np.ndarray:
