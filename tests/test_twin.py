@@ -97,24 +97,35 @@ def test_kernel_matches_real_scaling_policy() -> None:
     spec = ServiceSpec(
         capacity_per_replica=8.0, min_replicas=2, max_replicas=40, target_utilization=0.7
     )
+    expected = _scalar_controller(
+        demand[0], 40.0, spec, timing, lambda t, seen, current: int(floor[0, t])
+    )
+    assert traj.desired[0].astype(int).tolist() == expected
+
+
+def _scalar_controller(demand, last: float, spec: ServiceSpec, timing: sim.Timing, predictive):
+    """The real policy step by step: ``reactive_replicas`` on the demand seen (the previous
+    step's), ``max`` with ``predictive(t, seen, current)`` (None: fallback), the ``Stabilizer``
+    (window one step longer: the folded syncs of the previous step are inside it) and the
+    default scale-up rate policy once per folded sync. Returns the replicas per step."""
     stab = Stabilizer(timing.stabilization_s + timing.step_s)
     t0 = datetime(2024, 1, 1)
-    current = reactive_replicas(40.0, spec)
-    stab.stabilize("s", t0 - timedelta(seconds=60), current)
-    observed = 40.0
-    expected = []
-    for t in range(n_steps):
-        raw = reactive_replicas(observed, spec, current)
-        raw = max(raw, int(floor[0, t]))
-        now = t0 + timedelta(seconds=60 * t)
-        stabilized = stab.stabilize("s", now, raw)
+    current = reactive_replicas(last, spec)
+    stab.stabilize("s", t0 - timedelta(seconds=timing.step_s), current)
+    seen, out = last, []
+    for t in range(len(demand)):
+        raw = reactive_replicas(seen, spec, current)
+        other = predictive(t, seen, current)
+        if other is not None:
+            raw = max(raw, other)
+        stabilized = stab.stabilize("s", t0 + timedelta(seconds=timing.step_s * t), raw)
         limit = current
         for _ in range(timing.syncs_per_step):
             limit = min(max(limit * 2, limit + 4), spec.max_replicas)
         current = spec.bound(min(stabilized, limit))
-        expected.append(current)
-        observed = float(demand[0, t])
-    assert traj.desired[0].astype(int).tolist() == expected
+        out.append(current)
+        seen = float(demand[t])
+    return out
 
 
 def test_predictive_floor_matches_scalar_planned_peak() -> None:
@@ -191,23 +202,14 @@ def test_predictive_hold_matches_scalar_hysteresis() -> None:
     traj = sim.run_controller(demand, last, fleet, np.array([0.7]), timing, floor, hold)
 
     spec = ServiceSpec(capacity_per_replica=10.0, max_replicas=40, target_utilization=0.7)
-    stab = Stabilizer(timing.stabilization_s + timing.step_s)
-    t0 = datetime(2024, 1, 1)
-    current = reactive_replicas(14.0, spec)
-    stab.stabilize("s", t0 - timedelta(seconds=300), current)
-    seen, expected = 14.0, []
-    for t in range(n_steps):
-        raw = reactive_replicas(seen, spec, current)
-        if not np.isnan(peaks[0, t]):
-            planned = planned_peak(float(peaks[0, t]), seen, float(recurring[0, t]))
-            raw = max(raw, predictive_replicas(planned, spec, current, 0.1))
-        stabilized = stab.stabilize("s", t0 + timedelta(seconds=300 * t), raw)
-        limit = current
-        for _ in range(timing.syncs_per_step):
-            limit = min(max(limit * 2, limit + 4), spec.max_replicas)
-        current = spec.bound(min(stabilized, limit))
-        expected.append(current)
-        seen = float(demand[0, t])
+
+    def predictive(t: int, seen: float, current: int) -> int | None:
+        if np.isnan(peaks[0, t]):
+            return None
+        planned = planned_peak(float(peaks[0, t]), seen, float(recurring[0, t]))
+        return predictive_replicas(planned, spec, current, 0.1)
+
+    expected = _scalar_controller(demand[0], 14.0, spec, timing, predictive)
     assert traj.desired[0].astype(int).tolist() == expected
     # The hysteresis held replicas somewhere, and never scaled out on its own.
     plain = sim.run_controller(demand, last, fleet, np.array([0.7]), timing, floor)
