@@ -201,7 +201,7 @@ def _load_history(con: duckdb.DuckDBPyConnection, days: int) -> dict[str, tuple[
     fleet, aggregated per service so no per-row Python objects are kept)."""
     if days <= 0:
         return {}
-    rows = con.execute(
+    cursor = con.execute(
         f"""
         SELECT service, list(epoch(ds) ORDER BY ds), list(demand ORDER BY ds)
         FROM marts.service_demand_5m
@@ -209,8 +209,13 @@ def _load_history(con: duckdb.DuckDBPyConnection, days: int) -> dict[str, tuple[
           AND demand IS NOT NULL
         GROUP BY service
         """
-    ).fetchall()
-    return {service: (array("d", times), array("d", values)) for service, times, values in rows}
+    )
+    history: dict[str, tuple[array, array]] = {}
+    # A few services at a time: the lists of Python floats are the transient cost.
+    while rows := cursor.fetchmany(50):
+        for service, times, values in rows:
+            history[service] = (array("d", times), array("d", values))
+    return history
 
 
 def default_spec(peak: float | None) -> ServiceSpec:
