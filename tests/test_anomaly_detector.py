@@ -65,6 +65,28 @@ def test_each_component_alone_runs() -> None:
     assert full.score[1000:1010].max() > 0.5
 
 
+def test_seasonal_component_flags_a_missing_daily_jump() -> None:
+    # A daily step up from 20 to 80 between 08:00 and 16:00; on day 6 it does not happen. Each
+    # value is ordinary next to its neighbours (residual) and its level is seen every night
+    # (level): only the comparison with the same time yesterday sees it.
+    rng = np.random.default_rng(12)
+    n = 288 * 8
+    ts = pd.Series(pd.date_range("2024-01-01", periods=n, freq="5min"))
+    tod = np.arange(n) % 288
+    x = np.where((tod >= 96) & (tod < 192), 80.0, 20.0) + rng.normal(0, 1, n)
+    onset = 6 * 288 + 96
+    x[onset : onset + 96] = 20 + rng.normal(0, 1, 96)
+    window = slice(onset, onset + 96)
+    without = detect(x, ts, DetectorConfig(components=("residual", "level")))
+    assert without.score[window].max() == 0.0
+    seasonal = detect(x, ts, DetectorConfig(components=("seasonal",)))
+    assert seasonal.score[onset] > 0.5  # at the first row the jump is missing
+    assert np.delete(seasonal.score, np.arange(onset, onset + 96)).max() == 0.0
+    # On by default (what `scaleahead detect` runs); without timestamps there is no period.
+    assert detect(x, ts).score[onset] > 0.5
+    assert "seasonal" not in detect(x, None, DetectorConfig(components=("seasonal",))).surprise
+
+
 def test_drop_fires_on_signal_loss_after_a_larger_burst_and_not_on_sparse_counts() -> None:
     ts, x = _series(seed=6)
     x[1000:1003] += 300  # a large burst first: the novelty scores of a later fall stay low
