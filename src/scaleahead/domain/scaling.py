@@ -22,8 +22,8 @@ Rules (documented in README "Scaling policy"):
    Recurring peak: where the demand of the same window on each of the last
    ``recurring_days`` days (widened by ``recurring_pad_s`` on each side) peaked at more than
    ``recurring_gate`` times the planned peak (the lowest of the days' peaks counts), the
-   predictive side plans for that recurring peak instead. A daily job whose spike starts at a jittered minute is invisible to a
-   per-step quantile forecast but recurs in the history.
+   predictive side plans for that recurring peak instead. A daily job whose spike starts at a
+   jittered minute is invisible to a per-step quantile forecast but recurs in the history.
    Scale-in hysteresis: with a known current count, the predictive side scales in only to a
    count that holds the planned peak with ``scale_in_hysteresis`` of a replica to spare, so a
    forecast hovering at a replica boundary does not flap between two counts.
