@@ -152,9 +152,10 @@ def test_predictive_floor_matches_scalar_planned_peak() -> None:
 
 def test_recurring_peaks_match_the_scalar_rule() -> None:
     """The kernel's recurring peak per replay step against ``recurring_peak`` on the history
-    before each decision, at 5-minute and 30-minute steps (window = start-up + one step)."""
+    before each decision, at 5-, 30- and 60-minute steps and a 7-minute one whose steps do not
+    divide the 30-minute padding (window = start-up, at least one step, + one step)."""
     rng = np.random.default_rng(11)
-    for step_s, days in ((300.0, 3), (1800.0, 2)):
+    for step_s, days in ((300.0, 3), (1800.0, 2), (3600.0, 2), (420.0, 2)):
         per_day = int(86400 / step_s)
         n_known, n_replay = 3 * per_day + 7, 60
         values = rng.uniform(0, 10, (2, n_known + n_replay))
@@ -162,8 +163,8 @@ def test_recurring_peaks_match_the_scalar_rule() -> None:
         policy = ScalingPolicy(
             lead_time_s=max(300.0, step_s), window_s=step_s, step_s=step_s, recurring_days=days
         )
-        span = int((policy.lead_time_s + policy.window_s) // step_s)
-        got = sim.recurring_peaks(values, n_known, step_s, span, days, policy.recurring_pad_s)
+        horizon = policy.lead_time_s + policy.window_s
+        got = sim.recurring_peaks(values, n_known, step_s, horizon, days, policy.recurring_pad_s)
         t0 = datetime(2024, 1, 1, tzinfo=UTC)
         times = np.array(
             [(t0 + timedelta(seconds=step_s * i)).timestamp() for i in range(n_known + n_replay)]

@@ -249,7 +249,12 @@ def simulate_frame(
     # The API's rules: the recurring peak of the same window on the last days, read from the
     # observed demand (no look-ahead), and the scale-in hysteresis.
     recurring = sim.recurring_peaks(
-        values, n_train, step_s, span, policy.recurring_days, policy.recurring_pad_s
+        values,
+        n_train,
+        step_s,
+        policy.lead_time_s + policy.window_s,
+        policy.recurring_days,
+        policy.recurring_pad_s,
     )
     gate = policy.recurring_gate
     traj["predictive"] = sim.run_controller(

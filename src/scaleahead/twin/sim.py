@@ -229,34 +229,36 @@ def predictive_hold(
 
 
 def recurring_peaks(
-    history: np.ndarray, n_known: int, step_s: float, span: int, days: int, pad_s: float
+    history: np.ndarray, n_known: int, step_s: float, horizon_s: float, days: int, pad_s: float
 ) -> np.ndarray:
     """:func:`scaleahead.domain.scaling.recurring_peak` for every replay step: ``history``
-    ``(S, n_known + T)`` is the whole trace (training then replay), step ``t`` decides at row
-    ``g = n_known + t`` for the buckets ``g .. g + span``; per day ``d`` the maximum of rows
-    ``g - d P - w .. g - d P + span + w`` (``P`` rows a day, ``w = pad / step``), then the
-    minimum over the days. Only rows before ``g`` are read (``P > span + w``). NaN where a
-    day's rows start before the trace or no recurring peak is asked for (``days = 0``)."""
+    ``(S, n_known + T)`` is the whole trace (training then replay) on a regular grid; step
+    ``t`` decides at row ``g = n_known + t`` for the window ``[now, now + horizon_s]`` (lead
+    time + window). Per day ``d`` the maximum of the rows whose buckets overlap that window
+    moved back ``d`` days and widened by ``pad_s`` on each side (rows ``g + first_d ..
+    g + last_d``, complete before ``g``), then the minimum over the days. NaN where a day's rows
+    start before the trace or no recurring peak is asked for (``days = 0``)."""
     n_series, n_rows = history.shape
-    out = np.full((n_series, n_rows - n_known), np.nan)
-    per_day = int(round(86400.0 / step_s))
-    pad = int(pad_s // step_s)
-    if days <= 0 or per_day <= span + pad:
+    n_replay = n_rows - n_known
+    out = np.full((n_series, n_replay), np.nan)
+    if days <= 0:
         return out
-    width = 2 * pad + span + 1
-    # windowed[:, i] = max of rows i - pad .. i + pad + span (NaN where that leaves the trace).
-    padded = np.concatenate(
-        [np.full((n_series, pad), np.nan), history, np.full((n_series, pad + span), np.nan)],
-        axis=1,
-    )
-    windowed = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1).max(axis=2)
-    rows = n_known + np.arange(n_rows - n_known)
+    rows = n_known + np.arange(n_replay)
     day_peaks = []
     for d in range(1, days + 1):
-        idx = rows - d * per_day
-        valid = idx - pad >= 0
+        back = d * 86400.0
+        # Buckets [ds, ds + step) with ds = now + k step overlapping
+        # [now - back - pad, now + horizon - back + pad] and ended by now (k <= -1).
+        first = int(np.floor(-(back + pad_s) / step_s - 1 + _EPS)) + 1
+        last = min(int(np.floor((horizon_s - back + pad_s) / step_s + _EPS)), -1)
+        if last < first:
+            return out
+        width = last - first + 1
+        windowed = np.lib.stride_tricks.sliding_window_view(history, width, axis=1).max(axis=2)
+        start = rows + first  # windowed[:, i] = max of rows i .. i + width - 1
+        valid = start >= 0
         peak = np.full(out.shape, np.nan)
-        peak[:, valid] = windowed[:, idx[valid]]
+        peak[:, valid] = windowed[:, start[valid]]
         day_peaks.append(peak)
     return np.min(day_peaks, axis=0)  # NaN if any day is missing
 
