@@ -199,7 +199,7 @@ def test_predictive_hold_matches_scalar_hysteresis() -> None:
     last = np.array([14.0])
     observed = sim.observed_demand(demand, last)
     floor = sim.predictive_floor(peaks, fleet, usable, observed, recurring)
-    hold = sim.predictive_hold(peaks, fleet, usable, 0.1, observed, recurring)
+    hold = sim.predictive_floor(peaks, fleet, usable, observed, recurring, hysteresis=0.1)
     traj = sim.run_controller(demand, last, fleet, np.array([0.7]), timing, floor, hold)
 
     spec = ServiceSpec(capacity_per_replica=10.0, max_replicas=40, target_utilization=0.7)

@@ -264,8 +264,8 @@ def simulate_frame(
         targets,
         timing,
         sim.predictive_floor(peaks, fleet, usable, observed, recurring, gate),
-        sim.predictive_hold(
-            peaks, fleet, usable, policy.scale_in_hysteresis, observed, recurring, gate
+        sim.predictive_floor(
+            peaks, fleet, usable, observed, recurring, gate, policy.scale_in_hysteresis
         ),
     )
     traj["cloud_scheduled"] = sim.run_controller(

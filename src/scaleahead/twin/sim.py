@@ -129,9 +129,9 @@ def run_controller(
     ``floor[:, t]`` is the policy's other recommendation for step ``t`` (0 where there is none,
     i.e. the fallback to reactive); the raw recommendation is ``max(floor, hpa)`` as in
     :func:`scaleahead.domain.scaling.recommend`, then stabilized and rate-limited. With
-    ``hold`` (:func:`predictive_hold`), the predictive side scales in from the current count
-    only as far as ``hold``: ``max(floor, min(current, hold))``, the scale-in hysteresis of
-    :func:`scaleahead.domain.scaling.predictive_replicas`.
+    ``hold`` (:func:`predictive_floor` with a hysteresis), the predictive side scales in from
+    the current count only as far as ``hold``: ``max(floor, min(current, hold))``, the
+    scale-in hysteresis of :func:`scaleahead.domain.scaling.predictive_replicas`.
     """
     n_services, n_steps = demand.shape
     usable = fleet.capacity * hpa_target
@@ -201,30 +201,15 @@ def predictive_floor(
     observed: np.ndarray | None = None,
     recurring: np.ndarray | None = None,
     gate: float = DEFAULT_RECURRING_GATE,
+    hysteresis: float = 0.0,
 ) -> np.ndarray:
-    """``predictive_replicas`` per step; NaN peaks (no usable forecast) give 0 (fallback).
-
-    The peak is :func:`planned_peaks`' (``observed``, ``recurring``: as in the scalar
-    ``recommend``)."""
-    planned = planned_peaks(peaks, observed, recurring, gate)
-    replicas = fleet.bound(ceil_replicas(np.nan_to_num(planned, nan=0.0), usable[:, None]))
-    return np.where(np.isnan(peaks), 0.0, replicas)
-
-
-def predictive_hold(
-    peaks: np.ndarray,
-    fleet: Fleet,
-    usable: np.ndarray,
-    hysteresis: float,
-    observed: np.ndarray | None = None,
-    recurring: np.ndarray | None = None,
-    gate: float = DEFAULT_RECURRING_GATE,
-) -> np.ndarray:
-    """The count the predictive side may scale in to: ``ceil(planned / usable + hysteresis)``
-    (``run_controller``'s ``hold``); 0 where there is no usable forecast."""
+    """``predictive_replicas`` per step, ``ceil(planned / usable + hysteresis)``; NaN peaks (no
+    usable forecast) give 0 (fallback). The peak is :func:`planned_peaks`' (``observed``,
+    ``recurring``: as in the scalar ``recommend``). With ``hysteresis`` it is the count the
+    predictive side may scale in to (``run_controller``'s ``hold``)."""
     planned = np.nan_to_num(planned_peaks(peaks, observed, recurring, gate), nan=0.0)
     need = np.maximum(planned, 0.0) / usable[:, None] + hysteresis
-    replicas = fleet.bound(np.maximum(0.0, np.ceil(need - _EPS)))
+    replicas = fleet.bound(ceil_replicas(need, 1.0))
     return np.where(np.isnan(peaks), 0.0, replicas)
 
 
@@ -245,6 +230,7 @@ def recurring_peaks(
         return out
     rows = n_known + np.arange(n_replay)
     day_peaks = []
+    by_width: dict[int, np.ndarray] = {}  # the days share one width when a step divides a day
     for d in range(1, days + 1):
         back = d * 86400.0
         # Buckets [ds, ds + step) with ds = now + k step overlapping
@@ -254,7 +240,10 @@ def recurring_peaks(
         if last < first:
             return out
         width = last - first + 1
-        windowed = np.lib.stride_tricks.sliding_window_view(history, width, axis=1).max(axis=2)
+        if width not in by_width:
+            view = np.lib.stride_tricks.sliding_window_view(history, width, axis=1)
+            by_width[width] = view.max(axis=2)
+        windowed = by_width[width]
         start = rows + first  # windowed[:, i] = max of rows i .. i + width - 1
         valid = start >= 0
         peak = np.full(out.shape, np.nan)
