@@ -52,6 +52,7 @@ def test_prometheus_scrapes_forecast_gauge(tmp_path: Path) -> None:
         "SCALEAHEAD_HOME": str(tmp_path),
         "SCALEAHEAD_WAREHOUSE_DIR": str(tmp_path / "wh"),
         "SCALEAHEAD_SCALING_CLOCK": "data",
+        "SCALEAHEAD_SCALING_MODES_PINNED": '{"*": "predictive"}',
     }
     api = subprocess.Popen(
         [sys.executable, "-c", "from scaleahead.api.app import serve; "

@@ -110,7 +110,14 @@ def add_quality(path: Path, success: bool, severity: str = "error") -> None:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path, scaling_clock="data", scaling_dry_run_services=["ledger"])
+    # Every service pinned predictive (new services start in shadow; tests/test_scaling_modes.py
+    # covers the modes), ledger in the older dry-run list: pinned shadow.
+    return Settings(
+        home=tmp_path,
+        scaling_clock="data",
+        scaling_dry_run_services=["ledger"],
+        scaling_modes_pinned={"*": "predictive"},
+    )
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ def api_schema(tmp_path: Path):
         home=tmp_path,
         scaling_clock="data",
         scaling_dry_run_services=["ledger"],
+        scaling_modes_pinned={"*": "predictive", "search": "reactive"},
         api_rate_limit_rps=1e6,
         api_rate_limit_burst=1_000_000,
     )

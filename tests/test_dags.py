@@ -65,3 +65,13 @@ def test_capacity_twin_dag_is_weekly_and_thin(dagbag: DagBag) -> None:
     source = (REPO / "dags" / "capacity_twin.py").read_text()
     assert "from airflow.sdk import" in source
     assert "tasks.twin(as_of=end)" in source and "now()" not in source
+
+
+def test_scaling_guard_dag_is_daily_and_thin(dagbag: DagBag) -> None:
+    dag = dagbag.dags["scaling_guard"]
+    assert dag.schedule == "@daily"
+    assert [t.task_id for t in dag.tasks] == ["decide_modes"]
+    assert dag.get_task("decide_modes").retries == 2
+    source = (REPO / "dags" / "scaling_guard.py").read_text()
+    assert "from airflow.sdk import" in source
+    assert "tasks.guard(as_of=end)" in source and "now()" not in source

@@ -55,17 +55,35 @@ def _load(settings: Settings, rows: list[Row]) -> None:
         con.executemany("INSERT INTO raw.telemetry VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
 
+def _scaling_modes(settings: Settings) -> None:
+    """Two scaling guard runs: svc-a promoted on the second, svc-b without evidence."""
+    from scaleahead.domain.modes import Evidence, decide_mode
+    from scaleahead.twin.modes_stage import decision_rows, write_rows
+
+    win = Evidence(5.0, 10.0, 40.0, 4, 120.0, 100.0, "2024-01-01 00:00:00", "2024-01-05 23:55:00")
+    lose = Evidence(5.0, 60.0, 40.0, 4, 120.0, 100.0, "2024-01-01 00:00:00", "2024-01-05 23:55:00")
+    with connect(path=settings.warehouse_path) as con:
+        for day, evidence, previous in ((6, lose, None), (7, win, "shadow")):
+            as_of = datetime(2024, 1, day)
+            decisions = {
+                "svc-a": decide_mode(previous, evidence),
+                "svc-b": decide_mode(previous, None),
+            }
+            write_rows(con, decision_rows(decisions, f"guard-{day}", as_of, as_of), as_of)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict]:
     settings = _settings(tmp_path_factory.mktemp("dbt"))
     _load(settings, _telemetry())
+    _scaling_modes(settings)
     return settings, build(settings).as_dict()
 
 
 def test_build_report(built: tuple[Settings, dict]) -> None:
     settings, report = built
     assert report["success"] is True
-    assert report["models_ok"] == 16
+    assert report["models_ok"] == 19
     assert report["models_error"] == 0
     assert report["tests_failed"] == 0
     assert report["tests_passed"] > 20
@@ -111,6 +129,30 @@ def test_mart_contents_exact(built: tuple[Settings, dict]) -> None:
         ("svc-b", _minute(20), 7.0, nan, nan, 5, False, 7.0),
     ]
     assert got == expected
+
+
+def test_scaling_mode_marts(built: tuple[Settings, dict]) -> None:
+    settings, _ = built
+    path = settings.warehouse_path
+    latest = read_sql("SELECT * FROM marts.scaling_modes ORDER BY service", path=path)
+    assert list(latest["service"]) == ["svc-a", "svc-b"]
+    assert list(latest["mode"]) == ["predictive", "shadow"]
+    assert list(latest["reason"]) == ["predictive_wins", "no_evidence"]
+    a = latest.iloc[0]
+    assert (a.previous_mode, bool(a.changed), a.ratio, a.minutes_saved) == (
+        "shadow",
+        True,
+        0.25,
+        30.0,
+    )
+    assert a.mode_since == datetime(2024, 1, 7) and latest.iloc[1].mode_since == datetime(
+        2024, 1, 6
+    )
+    history = read_sql(
+        "SELECT * FROM marts.scaling_mode_history ORDER BY service, as_of", path=path
+    )
+    assert len(history) == 4 and list(history["is_latest"]) == [False, True, False, True]
+    assert list(history["mode"]) == ["shadow", "predictive", "shadow", "shadow"]
 
 
 def test_staging_dedup_and_intermediate_gaps(built: tuple[Settings, dict]) -> None:
@@ -164,7 +206,7 @@ def test_second_build_fails_on_bad_data(tmp_path: Path) -> None:
 def test_build_on_empty_warehouse(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     report = build(settings)
-    assert report.success and report.models_ok == 16 and report.tests_failed == 0
+    assert report.success and report.models_ok == 19 and report.tests_failed == 0
     rows = read_sql(
         "SELECT count(*) AS n FROM marts.service_demand_5m", path=settings.warehouse_path
     )
@@ -301,7 +343,7 @@ def test_snowflake_emulator_runs_the_project(tmp_path: Path, monkeypatch) -> Non
         ]  # fmt: skip
         full = dbtRunner().invoke(["run", *common])
         assert full.success, [r.message for r in full.result or []]
-        assert len(full.result) == 15
+        assert len(full.result) == 18
         cur.execute(
             "SELECT is_gap, demand FROM scaleahead.marts.service_demand_5m "
             "WHERE service = 'a' ORDER BY ds"
@@ -353,6 +395,12 @@ def _snowflake_sources() -> list[str]:
         "peak_replicas FLOAT, scaling_actions FLOAT, hpa_target FLOAT, "
         "underprovisioned_vs_reactive FLOAT, underprovisioned_vs_oracle FLOAT, "
         "replica_hours_vs_reactive FLOAT, replica_hours_vs_oracle FLOAT, created_at TIMESTAMP)",
+        "CREATE TABLE serving.scaling_modes (run_id VARCHAR, as_of TIMESTAMP, service VARCHAR, "
+        "mode VARCHAR, previous_mode VARCHAR, changed BOOLEAN, reason VARCHAR, "
+        "window_start TIMESTAMP, window_end TIMESTAMP, evidence_days FLOAT, "
+        "predictive_under_min FLOAT, matched_under_min FLOAT, ratio FLOAT, incidents INT, "
+        "shadow_days FLOAT, "
+        "minutes_saved FLOAT, extra_replica_hours FLOAT, created_at TIMESTAMP)",
         "CREATE TABLE staging.tier_defaults (tier VARCHAR, target_utilization FLOAT, "
         "min_replicas INT, max_replicas INT)",
         "INSERT INTO staging.tier_defaults VALUES ('critical', 0.5, 3, 60), "

@@ -49,7 +49,10 @@ def test_proto_is_kedas_contract() -> None:
 
 @pytest.fixture
 def scaler(tmp_path: Path):
-    settings = Settings(home=tmp_path, scaling_clock="data")
+    # checkout pinned predictive; search and ledger have no guard decision: shadow.
+    settings = Settings(
+        home=tmp_path, scaling_clock="data", scaling_modes_pinned={"checkout": "predictive"}
+    )
     write_forecasts(settings.warehouse_path)
     write_marts(settings.warehouse_path)
     app = create_app(settings, refresh_interval_s=3600)
@@ -88,6 +91,16 @@ def test_forecast_metric_and_quantile(scaler) -> None:
     assert (spec.targetSize, spec.targetSizeFloat) == (10, 10.0)  # 20 x 0.5
     value = stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref(**meta))).metricValues[0]
     assert (value.metricValue, value.metricValueFloat) == (210, 210.0)
+
+
+def test_shadow_service_exposes_the_reactive_value(scaler) -> None:
+    # search (actual 40, capacity 10, target 1.0) has no guard decision: shadow. KEDA gets the
+    # reactive 4 replicas (predictive would be 8) and, as a forecast, the demand 4 replicas carry.
+    stub, _ = scaler
+    for value, expected in (("replicas", 4.0), ("forecast", 40.0)):
+        meta = {"service": "search", "value": value}
+        got = stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref(**meta))).metricValues[0]
+        assert got.metricValueFloat == expected, value
 
 
 @pytest.mark.parametrize(

@@ -257,7 +257,8 @@ def test_mart_defects_quarantine_only_the_services_at_fault(
     }
     assert tasks.gate_block_reason(cfg) is None
     _serve_forecasts(cfg)
-    with TestClient(create_app(cfg, refresh_interval_s=3600)) as client:
+    served = cfg.model_copy(update={"scaling_modes_pinned": {"*": "predictive"}})
+    with TestClient(create_app(served, refresh_interval_s=3600)) as client:
         quarantined = client.get("/v1/services/svc-a/recommendation").json()
         healthy = client.get("/v1/services/svc-f/recommendation").json()
     assert quarantined["quarantined"] is True and quarantined["stale"] is True
@@ -304,7 +305,9 @@ def test_global_error_blocks_training_publishing_and_marks_api_stale(
 ) -> None:
     _seed(settings, [], _mart_rows())
     _serve_forecasts(settings)
-    app_settings = settings.model_copy(update={"scaling_clock": "data"})
+    app_settings = settings.model_copy(
+        update={"scaling_clock": "data", "scaling_modes_pinned": {"*": "predictive"}}
+    )
     with TestClient(create_app(app_settings, refresh_interval_s=3600)) as client:
         before = client.get("/v1/services/svc-a/recommendation").json()
         assert before["stale"] is False and "quality_failed" not in before["reasons"]

@@ -84,8 +84,8 @@ def test_controller_hand_computed_trajectory() -> None:
 
 def test_kernel_matches_real_scaling_policy() -> None:
     """The vector kernel against a scalar loop over the real ``reactive_replicas``,
-    ``max(predictive, reactive)`` and ``Stabilizer`` (window one step longer: the folded
-    syncs of the previous step are inside it)."""
+    ``max(predictive, reactive)`` and ``Stabilizer`` (with the current count, at the folded
+    syncs' times)."""
     rng = np.random.default_rng(3)
     n_steps = 400
     demand = np.abs(50 + np.cumsum(rng.normal(0, 8, n_steps)))[None, :]
@@ -106,24 +106,37 @@ def test_kernel_matches_real_scaling_policy() -> None:
 def _scalar_controller(demand, last: float, spec: ServiceSpec, timing: sim.Timing, predictive):
     """The real policy step by step: ``reactive_replicas`` on the demand seen (the previous
     step's), ``max`` with ``predictive(t, seen, current)`` (None: fallback), the ``Stabilizer``
-    (window one step longer: the folded syncs of the previous step are inside it) and the
-    default scale-up rate policy once per folded sync. Returns the replicas per step."""
-    stab = Stabilizer(timing.stabilization_s + timing.step_s)
+    with the current count (Kubernetes' behavior rule) fed at the step's first and last sync
+    times, and the default scale-up rate policy sync by sync, re-evaluated at each new count.
+    The step pays for the count of its first syncs and the next one starts from the count
+    the window allows at its last sync. Returns the replicas per step."""
+    dt, n = timing.step_s, timing.syncs_per_step
+    stab = Stabilizer(timing.stabilization_s)
     t0 = datetime(2024, 1, 1)
+
+    def at(seconds: float) -> datetime:
+        return t0 + timedelta(seconds=seconds)
+
     current = reactive_replicas(last, spec)
-    stab.stabilize("s", t0 - timedelta(seconds=timing.step_s), current)
+    stab.stabilize("s", at(-dt / n), current)  # recordInitialRecommendation
     seen, out = last, []
     for t in range(len(demand)):
-        raw = reactive_replicas(seen, spec, current)
-        other = predictive(t, seen, current)
-        if other is not None:
-            raw = max(raw, other)
-        stabilized = stab.stabilize("s", t0 + timedelta(seconds=timing.step_s * t), raw)
-        limit = current
-        for _ in range(timing.syncs_per_step):
-            limit = min(max(limit * 2, limit + 4), spec.max_replicas)
-        current = spec.bound(min(stabilized, limit))
-        out.append(current)
+
+        def recommend(count: int, t: int = t, seen: float = seen) -> int:
+            raw = reactive_replicas(seen, spec, count)
+            other = predictive(t, seen, count)
+            return raw if other is None else max(raw, other)
+
+        target = stab.stabilize("s", at(dt * t), recommend(current), current)
+        count = min(target, current)
+        for _ in range(n):
+            if target <= count:
+                break
+            count = min(target, max(count * 2, count + 4), spec.max_replicas)
+            target = max(recommend(count), count)
+        out.append(count)
+        end = stab.stabilize("s", at(dt * t + (n - 1) * dt / n), recommend(count), count)
+        current = spec.bound(min(count, end))
         seen = float(demand[t])
     return out
 

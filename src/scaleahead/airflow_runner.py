@@ -18,6 +18,7 @@ PIPELINE_DAGS = (
     "forecast_train",
     "forecast_publish",
     "anomaly_alerts",
+    "scaling_guard",
 )
 
 

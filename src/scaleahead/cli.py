@@ -233,6 +233,10 @@ def sql(
     from scaleahead.warehouse import read_sql
 
     frame = _run(lambda: read_sql(query))
+    _print_frame(frame, format, limit)
+
+
+def _print_frame(frame: Any, format: OutputFormat, limit: int) -> None:
     if format is OutputFormat.csv:
         frame.to_csv(sys.stdout, index=False)
     elif format is OutputFormat.json:
@@ -250,6 +254,71 @@ def sql(
         console.print(table)
         if len(frame) > limit:
             console.print(f"({len(frame)} rows, {limit} shown; use --format csv for all)")
+
+
+modes_app = typer.Typer(
+    help="Scaling modes (shadow | predictive | reactive) and the guard that sets them."
+)
+app.add_typer(modes_app, name="modes")
+
+
+@modes_app.callback(invoke_without_command=True)
+def modes(
+    ctx: typer.Context,
+    history: Annotated[
+        str | None, typer.Option("--history", help="Every guard decision of this service.")
+    ] = None,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.table,
+    limit: Annotated[int, typer.Option(help="Rows to print in table format.")] = 200,
+) -> None:
+    """Each service's scaling mode as served (pins applied), the reason and the guard's
+    evidence; `modes guard` runs the guard now."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from scaleahead.config import get_settings
+    from scaleahead.twin import modes_stage
+    from scaleahead.warehouse import connect
+
+    settings = get_settings()
+    if history is not None:
+
+        def read_history() -> Any:
+            with connect(read_only=True, path=settings.warehouse_path) as con:
+                return modes_stage.history(con, history)
+
+        frame = _run(read_history)
+        columns = [c for c in modes_stage.COLUMNS if c not in ("run_id", "service")]
+        frame = frame[columns + ["run_id"]]
+    else:
+        frame = _run(lambda: modes_stage.served_modes(settings))
+        if format is OutputFormat.table:  # the essentials; csv / json carry every column
+            frame = frame[
+                ["service", "mode", "reason", "ratio", "minutes_saved", "extra_replica_hours",
+                 "incidents", "as_of"]
+            ].round(2)  # fmt: skip
+    if frame.empty and format is OutputFormat.table:
+        typer.echo(
+            "no guard decision recorded"
+            + (f" for {history!r}" if history else "")
+            + ": services are served in shadow unless pinned "
+            "(SCALEAHEAD_SCALING_MODES_PINNED); `scaleahead modes guard` decides now.",
+            err=True,
+        )
+        return
+    _print_frame(frame, format, limit)
+
+
+@modes_app.command("guard")
+def modes_guard(
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="End of the replayed history (ISO, UTC; default: the mart's end)."),
+    ] = None,
+) -> None:
+    """Run the scaling guard now: replay each service's recent history, decide, store."""
+    from scaleahead import tasks
+
+    _print_report(_run(lambda: tasks.guard(as_of=_parse_time(as_of))))
 
 
 @app.command()

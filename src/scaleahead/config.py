@@ -11,8 +11,10 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scaleahead.domain import modes as _modes
 
 
 def _find_home() -> Path:
@@ -101,8 +103,24 @@ class Settings(BaseSettings):
     scaling_scale_in_hysteresis: float = 0.1
     scaling_recurring_days: int = 3
     scaling_recurring_gate: float = 2.0
-    # Services in forecast-only (dry-run) mode; "*" = all.
+    # Scaling modes (scaleahead.domain.modes): shadow (the reactive value drives, predictive is
+    # computed and reported), predictive (max(predictive, reactive) drives) or reactive. The
+    # guard task (scaleahead.twin.modes_stage, DAG scaling_guard) promotes and demotes from
+    # shadow; a pin here (service -> mode, "*" for every service) overrides the guard, in the
+    # guard task and in the API. A service's own entry beats "*".
+    scaling_modes_pinned: dict[str, str] = {}
+    # The older name of shadow: each service listed ("*" = all) is pinned to shadow (an entry
+    # for the same key in scaling_modes_pinned wins).
     scaling_dry_run_services: list[str] = []
+    # The guard's rule (scaleahead.domain.modes.GuardRule) and the history it replays.
+    guard_promote_ratio: float = _modes.DEFAULT_PROMOTE_RATIO
+    guard_demote_ratio: float = _modes.DEFAULT_DEMOTE_RATIO
+    guard_min_days: float = _modes.DEFAULT_MIN_DAYS
+    guard_min_incidents: int = _modes.DEFAULT_MIN_INCIDENTS
+    guard_window_days: float = _modes.DEFAULT_WINDOW_DAYS
+    # The trial: a shadow service is promoted only while its stay in shadow is at most this many
+    # days old, or once it has lasted a whole window; None: any time.
+    guard_promote_within_days: float | None = _modes.DEFAULT_PROMOTE_WITHIN_DAYS
     # "wall": now is the wall clock (production). "data": now is the end of the latest actual
     # bucket, for replaying historical or synthetic data (the demo).
     scaling_clock: str = "wall"
@@ -111,6 +129,7 @@ class Settings(BaseSettings):
     ingest_schedule: str = "*/5 * * * *"
     train_schedule: str = "@daily"
     twin_schedule: str = "@weekly"
+    guard_schedule: str = "@daily"
 
     # Production mode (`scaleahead up` / `down`, scaleahead.platform): one PostgreSQL server
     # (URL without a database) holds the Airflow metadata, the MLflow backend store and the
@@ -127,6 +146,51 @@ class Settings(BaseSettings):
     alertmanager_port: int = 9093
     prometheus_scrape_interval_s: int = 15
     platform_dir: Path | None = None
+
+    @field_validator("scaling_modes_pinned")
+    @classmethod
+    def _valid_pins(cls, value: dict[str, str]) -> dict[str, str]:
+        allowed = {m.value for m in _modes.ScalingMode}
+        out = {}
+        for service, mode in value.items():
+            mode = str(mode).strip().lower()
+            if mode not in allowed:
+                raise ValueError(
+                    f"scaling_modes_pinned[{service!r}] = {mode!r}: must be one of "
+                    f"{', '.join(sorted(allowed))}"
+                )
+            out[str(service)] = mode
+        return out
+
+    @field_validator("guard_promote_within_days", mode="before")
+    @classmethod
+    def _no_trial(cls, value: object) -> object:
+        # SCALEAHEAD_GUARD_PROMOTE_WITHIN_DAYS=none (or null, or empty): no trial.
+        if isinstance(value, str) and value.strip().lower() in {"", "none", "null"}:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _valid_guard_rule(self) -> Settings:
+        self.guard_rule()  # raises ValueError on an inconsistent rule
+        return self
+
+    def guard_rule(self) -> _modes.GuardRule:
+        return _modes.GuardRule(
+            promote_ratio=self.guard_promote_ratio,
+            demote_ratio=self.guard_demote_ratio,
+            min_days=self.guard_min_days,
+            min_incidents=self.guard_min_incidents,
+            window_days=self.guard_window_days,
+            promote_within_days=self.guard_promote_within_days,
+        )
+
+    @property
+    def scaling_mode_pins(self) -> dict[str, str]:
+        """Every pin in force: the dry-run services as shadow, then ``scaling_modes_pinned``."""
+        pins = dict.fromkeys(self.scaling_dry_run_services, _modes.ScalingMode.SHADOW.value)
+        pins.update(self.scaling_modes_pinned)
+        return pins
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

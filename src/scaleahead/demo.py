@@ -140,6 +140,13 @@ def _summary_table(settings: Settings, timings: dict[str, float]) -> Table:
         f"{alerts.get('firing', 0)} alerts firing on {alerts.get('firing_services', 0)} "
         f"services, {alerts.get('resolved', 0)} resolved",
     )
+    guard = reports.load("guard", settings) or {}
+    modes = guard.get("modes", {})
+    table.add_row(
+        "scaling modes",
+        ", ".join(f"{modes.get(m, 0)} {m}" for m in ("predictive", "shadow", "reactive"))
+        + f" (the guard's replay of the last {guard.get('rule', {}).get('window_days', '?')} days)",
+    )
     table.add_row("time", ", ".join(f"{k} {v} s" for k, v in timings.items()))
     return table
 

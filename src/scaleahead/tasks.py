@@ -116,3 +116,11 @@ def twin(as_of: datetime | None = None, settings: Settings | None = None) -> dic
 
     settings = settings or get_settings()
     return reports.save("twin", run_twin(settings=settings, as_of=as_of), settings)
+
+
+def guard(as_of: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """The scaling guard: each service's mode from a twin replay of its recent history."""
+    from scaleahead.twin.modes_stage import run_guard
+
+    settings = settings or get_settings()
+    return reports.save("guard", run_guard(settings=settings, as_of=as_of), settings)

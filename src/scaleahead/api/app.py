@@ -50,6 +50,7 @@ from scaleahead.api.models import (
 )
 from scaleahead.api.recommender import Recommender, UnknownService
 from scaleahead.config import Settings, get_settings
+from scaleahead.domain.modes import ScalingMode
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,11 @@ higher, or for the window's recurring daily peak where that is more than twice a
 `current_replicas` given it scales in only with a tenth of a replica to spare); when the
 forecast is missing, stale, failed its quality gate or is flagged by an active anomaly the
 reactive (HPA rule) value is returned with `mode: reactive` and the reasons.
+Every service has a **scaling mode** (`scaling_mode`): `shadow` (new services; the reactive
+value is served, `mode: dry_run`, the predictive one is still computed and reported),
+`predictive` (the policy above) or `reactive` (forced). The scaling guard moves services
+between shadow and predictive from a replay of their own history (`scaling_evidence`); a pin in
+settings (`SCALEAHEAD_SCALING_MODES_PINNED`) wins.
 The same body is the KEDA `metrics-api` payload (`valueLocation: replicas` or `forecast.p90`).
 
 **Authentication**: `Authorization: Bearer <key>` or `X-API-Key: <key>` (keys from
@@ -310,7 +316,8 @@ def _build_v1_router(settings: Settings) -> APIRouter:
         tags=["forecasts"],
         summary="List services",
         description="Every service in the latest forecast batches (with the forecast window "
-        "per metric) and every service with actual demand or a row in marts.services.",
+        "per metric) and every service with actual demand or a row in marts.services, with "
+        "its scaling mode.",
         responses=_problem_responses(*_AUTH_PROBLEMS, 503),
     )
     async def list_services(
@@ -318,14 +325,20 @@ def _build_v1_router(settings: Settings) -> APIRouter:
         recommender: Recommender = Depends(get_recommender),
     ) -> ServicesOut:
         snapshot, status = cache.snapshot, cache.status()
-        services = [
-            ServiceOut(
-                service=service,
-                metrics=[MetricForecastInfo.from_series(s) for s in snapshot.for_service(service)],
-                dry_run=recommender.is_dry_run(service),
+        services = []
+        for service in recommender.services():
+            mode, reason, _ = recommender.scaling_mode(service)
+            services.append(
+                ServiceOut(
+                    service=service,
+                    metrics=[
+                        MetricForecastInfo.from_series(s) for s in snapshot.for_service(service)
+                    ],
+                    dry_run=mode is ScalingMode.SHADOW,
+                    scaling_mode=mode.value,
+                    scaling_mode_reason=reason.value,
+                )
             )
-            for service in recommender.services()
-        ]
         return ServicesOut(
             stale=status.stale, last_refresh_error=status.last_refresh_error, services=services
         )

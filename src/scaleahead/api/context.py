@@ -11,6 +11,9 @@
   checkpoint): a blocking gate marks every forecast failed-gate and the responses stale; a
   quarantined service's forecast alone is failed-gate (reactive scaling for that service).
 - Past forecast accuracy per service (forecasts joined with actuals over the last 7 days).
+- The scaling mode per service: the latest decision of the scaling guard in
+  ``serving.scaling_modes`` with its evidence (the recommender applies pins and serves a
+  service without a decision in shadow).
 
 Each part is optional: a missing table leaves that part empty and is recorded in ``notes``.
 """
@@ -25,6 +28,7 @@ from typing import Any
 
 import duckdb
 
+from scaleahead.domain.modes import Evidence
 from scaleahead.domain.scaling import DEFAULT_RECURRING_DAYS, Accuracy, ServiceSpec
 
 log = logging.getLogger(__name__)
@@ -96,6 +100,40 @@ class QualityState:
 
 
 @dataclass(frozen=True, slots=True)
+class ModeRecord:
+    """A service's latest row of ``serving.scaling_modes`` (the scaling guard's decision)."""
+
+    mode: str
+    reason: str
+    previous_mode: str | None
+    changed: bool
+    as_of: datetime
+    decided_at: datetime  # created_at of the row
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    days: float | None = None
+    predictive_under_min: float | None = None
+    matched_under_min: float | None = None
+    ratio: float | None = None
+    incidents: int | None = None
+    shadow_days: float | None = None
+    minutes_saved: float | None = None
+    extra_replica_hours: float | None = None
+
+    @property
+    def evidence(self) -> Evidence | None:
+        """The guard's evidence (what :func:`scaleahead.domain.modes.decide_mode` reads)."""
+        if self.days is None or self.predictive_under_min is None:
+            return None
+        return Evidence(
+            days=self.days,
+            predictive_under_min=self.predictive_under_min,
+            matched_under_min=self.matched_under_min or 0.0,
+            incidents=self.incidents or 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ServingContext:
     services: dict[str, ServiceInfo] = field(default_factory=dict)
     services_table: bool = False
@@ -106,6 +144,7 @@ class ServingContext:
     alerts: tuple[Alert, ...] = ()
     quality: QualityState = field(default_factory=QualityState)
     accuracy: dict[str, Accuracy] = field(default_factory=dict)
+    modes: dict[str, ModeRecord] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     fingerprint: tuple = ()
 
@@ -123,6 +162,7 @@ _FINGERPRINT_QUERIES = {
     "max_replicas, target_utilization)) FROM marts.services",
     "alerts": "SELECT max(updated_at), count(*) FROM serving.alerts",
     "quality": "SELECT max(checked_at), count(*) FROM quality.gate_runs",
+    "modes": "SELECT max(created_at), count(*) FROM serving.scaling_modes",
 }
 
 
@@ -166,6 +206,7 @@ def load_context(
         alerts=_load_alerts(con, notes),
         quality=_load_quality(con, notes),
         accuracy=_load_accuracy(con, notes, metric, quantile),
+        modes=_load_modes(con, notes),
         notes=tuple(notes),
         fingerprint=fingerprint,
     )
@@ -326,4 +367,43 @@ def _load_accuracy(
     return {
         service: Accuracy(int(n), (err / tot) if tot else None, covered / n if n else None)
         for service, n, err, tot, covered in rows
+    }
+
+
+def _load_modes(con: duckdb.DuckDBPyConnection, notes: list[str]) -> dict[str, ModeRecord]:
+    try:
+        rows = con.execute(
+            """
+            SELECT service, mode, reason, previous_mode, changed, as_of, created_at,
+                   window_start, window_end, evidence_days, predictive_under_min,
+                   matched_under_min, ratio, incidents, minutes_saved, extra_replica_hours,
+                   shadow_days
+            FROM serving.scaling_modes
+            QUALIFY row_number() OVER (PARTITION BY service ORDER BY as_of DESC,
+                                       created_at DESC) = 1
+            """
+        ).fetchall()
+    except duckdb.CatalogException:
+        notes.append("serving.scaling_modes not found: every service in shadow unless pinned")
+        return {}
+    return {
+        r[0]: ModeRecord(
+            mode=r[1],
+            reason=r[2],
+            previous_mode=r[3],
+            changed=bool(r[4]),
+            as_of=_utc(r[5]),
+            decided_at=_utc(r[6]),
+            window_start=_utc(r[7]),
+            window_end=_utc(r[8]),
+            days=r[9],
+            predictive_under_min=r[10],
+            matched_under_min=r[11],
+            ratio=r[12],
+            incidents=None if r[13] is None else int(r[13]),
+            minutes_saved=r[14],
+            extra_replica_hours=r[15],
+            shadow_days=r[16],
+        )
+        for r in rows
     }

@@ -9,6 +9,11 @@
   the HPA's ``ceil(value / target)`` is exactly the recommendation (min/max, fallbacks and
   stabilization included); ``forecast`` exposes the peak forecast with the usable capacity per
   replica as target size (the HPA then does the division; forecast-only, no reactive floor).
+  Both follow the service's scaling mode: in ``shadow`` and ``reactive`` the value is the
+  reactive one (``forecast``: the demand the reactive replicas carry), so a service the guard
+  has not promoted is scaled as the HPA would. The proto has no field for the mode: the server
+  logs each service's mode when it first serves it and whenever it changes (REST and
+  ``/metrics`` report it).
 - ``apiKey``: the API key (KEDA fills it from a TriggerAuthentication secret), required when
   auth is on; KEDA sends no custom gRPC metadata.
 
@@ -30,6 +35,7 @@ import grpc
 from scaleahead.api.externalscaler import externalscaler_pb2 as pb
 from scaleahead.api.externalscaler import externalscaler_pb2_grpc as pb_grpc
 from scaleahead.api.recommender import UnknownService
+from scaleahead.domain.modes import ScalingMode
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -64,6 +70,7 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
         self.rate_limiter = rate_limiter
         self.stream_interval_s = stream_interval_s
         self._stopping = threading.Event()
+        self._modes: dict[str, str] = {}  # service -> the scaling mode last served (logged)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -105,11 +112,21 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
 
     def _decide(self, params: dict[str, str]):
         try:
-            return self.recommender.decide(params["service"], params["metric"], params["quantile"])
+            result = self.recommender.decide(
+                params["service"], params["metric"], params["quantile"]
+            )
         except UnknownService:
             raise _Abort(
                 grpc.StatusCode.NOT_FOUND, f"unknown service {params['service']!r}"
             ) from None
+        mode, reason, _ = result[2]["scaling_mode"]
+        service = params["service"]
+        if self._modes.get(service) != mode.value:
+            log.info(
+                "external scaler: %s in scaling mode %s (%s)", service, mode.value, reason.value
+            )
+            self._modes[service] = mode.value
+        return result
 
     def _run(self, context: grpc.ServicerContext, fn):
         try:
@@ -165,9 +182,13 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):
             if params["value"] == "replicas":
                 value = float(stable)
             else:
-                peak = self.recommender.peaks(inputs["series"], inputs["now"])[params["quantile"]]
+                peak = None
+                if inputs["scaling_mode"][0] is ScalingMode.PREDICTIVE:
+                    peak = self.recommender.peaks(inputs["series"], inputs["now"])
+                    peak = peak[params["quantile"]]
                 if peak is None:
-                    # No usable forecast: expose what the reactive rule needs, never zero.
+                    # No usable forecast, or shadow / reactive mode: expose what the reactive
+                    # rule needs (the demand the reactive replicas carry), never zero.
                     usable = inputs["info"].spec.usable_capacity
                     peak = decision.reactive_replicas * usable
                 value = max(peak, 0.0)

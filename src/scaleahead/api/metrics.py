@@ -7,6 +7,7 @@ label cardinality is bounded by the number of routes, not by service names in UR
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -20,6 +21,19 @@ if TYPE_CHECKING:
     from scaleahead.api.recommender import Recommender
 
 _QUANTILE_LABELS = ("p50", "p90", "p95")
+_MODES = ("shadow", "predictive", "reactive")
+# The scaling guard's latest evidence per service (serving.scaling_modes).
+_GUARD_GAUGES = {
+    "minutes_saved": "Under-provisioned minutes predictive saved against the HPA given the "
+    "same replica-hours, over the guard's replay.",
+    "extra_replica_hours": "Replica-hours predictive spent beyond the default HPA over the "
+    "guard's replay.",
+    "underprovisioned_ratio": "Predictive / cost-matched HPA under-provisioned minutes "
+    "(absent when not finite).",
+    "incidents": "Episodes in which the cost-matched HPA was under-provisioned in the replay.",
+    "evidence_days": "Days of history the guard's latest decision rests on.",
+    "decided_timestamp_seconds": "When the guard wrote its latest decision (Unix time).",
+}
 
 
 class ForecastCollector(Collector):
@@ -61,6 +75,16 @@ class ForecastCollector(Collector):
         actual = GaugeMetricFamily(
             "scaleahead_actual_demand", "Latest actual demand.", labels=["service"]
         )
+        scaling_mode = GaugeMetricFamily(
+            "scaleahead_scaling_mode",
+            "1 for the scaling mode the service is served in (shadow, predictive, reactive), "
+            "0 for the others.",
+            labels=["service", "mode"],
+        )
+        guard = {
+            name: GaugeMetricFamily(f"scaleahead_guard_{name}", doc, labels=["service"])
+            for name, doc in _GUARD_GAUGES.items()
+        }
         metric = rec.settings.demand_metric
         context = rec.cache.context
         for service in rec.services():
@@ -83,11 +107,29 @@ class ForecastCollector(Collector):
             reactive.add_metric([service], decision.reactive_replicas)
             if service in context.actuals:
                 actual.add_metric([service], context.actuals[service].value)
+            mode, _, record = inputs["scaling_mode"]
+            for m in _MODES:
+                scaling_mode.add_metric([service, m], float(m == mode.value))
+            if record is not None:
+                guard["decided_timestamp_seconds"].add_metric(
+                    [service], record.decided_at.timestamp()
+                )
+                for name, value in (
+                    ("minutes_saved", record.minutes_saved),
+                    ("extra_replica_hours", record.extra_replica_hours),
+                    ("underprovisioned_ratio", record.ratio),
+                    ("incidents", record.incidents),
+                    ("evidence_days", record.days),
+                ):
+                    if value is not None and math.isfinite(value):
+                        guard[name].add_metric([service], float(value))
         stale = GaugeMetricFamily(
             "scaleahead_cache_stale", "1 when the cache could not refresh recently."
         )
         stale.add_metric([], float(rec.cache.status().stale))
         yield from (forecast, next_step, age, replicas, predictive, reactive, actual, stale)
+        yield scaling_mode
+        yield from guard.values()
 
 
 class _RequestMetrics:

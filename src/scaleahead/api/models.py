@@ -88,7 +88,15 @@ class MetricForecastInfo(BaseModel):
 class ServiceOut(BaseModel):
     service: str
     metrics: list[MetricForecastInfo]
-    dry_run: bool = Field(False, description="Forecast-only mode: scalers get reactive values.")
+    dry_run: bool = Field(
+        False, description="Shadow mode (forecast-only): scalers get reactive values."
+    )
+    scaling_mode: str = Field(
+        "shadow", description="'shadow', 'predictive' or 'reactive' (see the recommendation)."
+    )
+    scaling_mode_reason: str = Field(
+        "new_service", description="Why the service is in that mode (see the recommendation)."
+    )
 
 
 class ServicesOut(BaseModel):
@@ -170,6 +178,42 @@ class WindowOut(BaseModel):
     end: datetime
 
 
+class ScalingEvidenceOut(BaseModel):
+    """The scaling guard's latest decision for the service (a row of serving.scaling_modes)."""
+
+    decided_at: datetime = Field(description="When the guard wrote the decision (UTC).")
+    as_of: datetime = Field(description="End of the history the guard replayed (UTC).")
+    decided_mode: str = Field(description="The mode the guard decided (before pins here).")
+    decided_reason: str = Field(description="The guard's reason.")
+    previous_mode: str | None = Field(description="The mode before that run; null: new.")
+    window: WindowOut | None = Field(description="The replayed steps; null: no evidence.")
+    days: float | None = Field(description="Days of evidence.")
+    predictive_underprovisioned_minutes: float | None = Field(
+        description="Under-provisioned minutes of predictive, as if it had driven."
+    )
+    cost_matched_underprovisioned_minutes: float | None = Field(
+        description="Under-provisioned minutes of the HPA given the same replica-hours."
+    )
+    ratio: float | None = Field(
+        description="Predictive / cost-matched under-provisioned minutes; null when neither "
+        "was short or only predictive was."
+    )
+    incidents: int | None = Field(
+        description="Episodes in which the cost-matched HPA was under-provisioned."
+    )
+    shadow_days: float | None = Field(
+        None,
+        description="Days of the stay in shadow when decided (the trial: promotion only early "
+        "in a stay or after a whole window); null: a first judged decision, or predictive.",
+    )
+    minutes_saved: float | None = Field(
+        description="Cost-matched minus predictive under-provisioned minutes."
+    )
+    extra_replica_hours: float | None = Field(
+        description="Predictive minus default-HPA replica-hours over the window."
+    )
+
+
 class RecommendationOut(BaseModel):
     """A scaling recommendation; also the KEDA metrics-api payload (see examples/)."""
 
@@ -182,17 +226,34 @@ class RecommendationOut(BaseModel):
         "KEDA metrics-api valueLocation: `replicas`.",
     )
     desired_replicas: int = Field(ge=1, description="The decision before stabilization.")
-    mode: str = Field(description="'predictive', 'reactive' (fallback) or 'dry_run'.")
+    mode: str = Field(
+        description="How `replicas` was obtained: 'predictive', 'reactive' (fallback, or "
+        "scaling_mode reactive) or 'dry_run' (scaling_mode shadow: the reactive value)."
+    )
     reasons: list[str] = Field(
         description="Why the forecast was not used or what is missing: forecast_missing, "
         "forecast_stale, forecast_invalid, forecast_window_uncovered, quality_failed, "
-        "low_confidence, actual_missing, dry_run."
+        "low_confidence, actual_missing, dry_run (shadow mode), scaling_mode_reactive."
     )
     notes: list[str] = Field(description="Human-readable context (defaults, alerts, gate).")
     predictive_replicas: int | None
     reactive_replicas: int = Field(ge=1)
     current_replicas: int | None
-    dry_run: bool
+    dry_run: bool = Field(description="Shadow mode (the older name): true when shadow.")
+    scaling_mode: str = Field(
+        description="The service's scaling mode: 'shadow' (the reactive value drives; the "
+        "predictive one is computed and reported), 'predictive' (max(predictive, reactive) "
+        "drives) or 'reactive' (forced)."
+    )
+    scaling_mode_reason: str = Field(
+        description="Why: pinned (settings), new_service, no_evidence, insufficient_evidence, "
+        "predictive_wins, still_winning, not_winning_enough, trial_over, "
+        "predictive_stopped_winning."
+    )
+    scaling_evidence: ScalingEvidenceOut | None = Field(
+        description="The scaling guard's latest decision and its evidence; null before the "
+        "guard has decided on the service."
+    )
     forecast: QuantilePeaks = Field(
         description="Peak forecast per quantile over the window; KEDA valueLocation `forecast.p90`."
     )

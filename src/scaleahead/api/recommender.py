@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scaleahead.api.cache import ForecastCache, SeriesForecast
-from scaleahead.api.context import QUANTILES, ServiceInfo, default_spec
+from scaleahead.api.context import QUANTILES, ModeRecord, ServiceInfo, default_spec
 from scaleahead.config import Settings
+from scaleahead.domain.modes import ModeReason, ScalingMode, pinned_mode, serving_mode
 from scaleahead.domain.scaling import (
     ForecastSignal,
     Recommendation,
@@ -62,7 +63,10 @@ class Recommender:
         )
         self.stabilizer = Stabilizer(settings.scaling_stabilization_s)
         self._clock = clock
-        self._dry_run = set(settings.scaling_dry_run_services)
+        # Pins (service -> mode, "*" for all; dry-run services are pinned shadow) and the
+        # guard's rule, for a stored decision taken under a pin removed since.
+        self._pins = settings.scaling_mode_pins
+        self._rule = settings.guard_rule()
 
     def now(self) -> datetime:
         if self.settings.scaling_clock == "data":
@@ -74,8 +78,25 @@ class Recommender:
     def services(self) -> list[str]:
         return sorted(set(self.cache.snapshot.services()) | self.cache.context.known_services)
 
+    def scaling_mode(self, service: str) -> tuple[ScalingMode, ModeReason, ModeRecord | None]:
+        """The mode ``service`` is served in, why, and the guard's latest decision (if any):
+        a pin from settings wins; without a decision a service is in shadow (``new_service``)."""
+        record = self.cache.context.modes.get(service)
+        pin = pinned_mode(self._pins, service)
+        if record is None:
+            mode, reason = serving_mode(None, None, None, pin, self._rule)
+            return mode, reason, None
+        try:
+            mode, reason = serving_mode(
+                record.mode, record.reason, record.evidence, pin, self._rule
+            )
+        except ValueError:  # a row no release of the guard writes: treat as no decision
+            mode, reason = serving_mode(None, None, None, pin, self._rule)
+        return mode, reason, record
+
     def is_dry_run(self, service: str) -> bool:
-        return "*" in self._dry_run or service in self._dry_run
+        """Shadow mode (the older name: dry-run): scalers get the reactive value."""
+        return self.scaling_mode(service)[0] is ScalingMode.SHADOW
 
     def service_info(self, service: str) -> ServiceInfo:
         info = self.cache.context.services.get(service)
@@ -113,6 +134,7 @@ class Recommender:
         history = context.history.get(service) if metric == self.settings.demand_metric else None
         if history is not None:
             recurring = recurring_peak(history[0], history[1], now, self.policy)
+        scaling_mode = self.scaling_mode(service)
         decision = recommend(
             info.spec,
             now,
@@ -120,8 +142,8 @@ class Recommender:
             actual.value if actual else None,
             current_replicas=current_replicas,
             policy=self.policy,
-            dry_run=self.is_dry_run(service),
             recurring=recurring,
+            scaling_mode=scaling_mode[0].value,
         )
         stable = self.stabilizer.stabilize(
             f"{service}\x00{metric}\x00{quantile}", now, decision.replicas
@@ -136,6 +158,7 @@ class Recommender:
             "firing": firing,
             "current_replicas": current_replicas,
             "recurring_peak": recurring,
+            "scaling_mode": scaling_mode,
         }
         return decision, stable, inputs
 
@@ -170,6 +193,7 @@ class Recommender:
         for alert in inputs["firing"]:
             notes.append(f"anomaly firing: {alert.kind} ({alert.severity}): {alert.reason}")
         spec = info.spec
+        scaling_mode, scaling_reason, record = inputs["scaling_mode"]
         return {
             "service": service,
             "metric": inputs["metric"],
@@ -182,7 +206,10 @@ class Recommender:
             "predictive_replicas": decision.predictive_replicas,
             "reactive_replicas": decision.reactive_replicas,
             "current_replicas": inputs["current_replicas"],
-            "dry_run": self.is_dry_run(service),
+            "dry_run": scaling_mode is ScalingMode.SHADOW,
+            "scaling_mode": scaling_mode.value,
+            "scaling_mode_reason": scaling_reason.value,
+            "scaling_evidence": evidence_body(record),
             "forecast": self.peaks(series, now),
             "forecast_batch": None
             if series is None
@@ -218,3 +245,28 @@ class Recommender:
             else self.cache.stale_reason(),
             "quarantined": bool(quarantine),
         }
+
+
+def evidence_body(record: ModeRecord | None) -> dict[str, Any] | None:
+    """The guard's latest decision and its evidence (``scaling_evidence`` of a recommendation)."""
+    if record is None:
+        return None
+    window = None
+    if record.window_start is not None and record.window_end is not None:
+        window = {"start": _iso(record.window_start), "end": _iso(record.window_end)}
+    return {
+        "decided_at": _iso(record.decided_at),
+        "as_of": _iso(record.as_of),
+        "decided_mode": record.mode,
+        "decided_reason": record.reason,
+        "previous_mode": record.previous_mode,
+        "window": window,
+        "days": _finite(record.days),
+        "predictive_underprovisioned_minutes": _finite(record.predictive_under_min),
+        "cost_matched_underprovisioned_minutes": _finite(record.matched_under_min),
+        "ratio": _finite(record.ratio),
+        "incidents": record.incidents,
+        "shadow_days": _finite(record.shadow_days),
+        "minutes_saved": _finite(record.minutes_saved),
+        "extra_replica_hours": _finite(record.extra_replica_hours),
+    }

@@ -1,25 +1,28 @@
 """Capacity twin benchmark (``scaleahead bench twin``).
 
-Per trace (NAB AWS ELB request count, EC2 CPU, EC2 network-in; NAB nyc_taxi; synthetic services
-of ``scaleahead.synth.telemetry``), with the twin's defaults (nothing tuned per trace):
-``pred_vs_matched_under`` = predictive / cost-matched reactive under-provisioned minutes (target
-<= 0.7), ``pred_vs_reactive_under``, the replica-hours ratios and the gap to the oracle.
-NAB files are the first of each kind in name order (not chosen by result). ``aws_all.*``
-replays every file of ``realAWSCloudwatch`` too (17 traces; the three above are among them):
-per file ``pred_vs_matched_under`` and, over all of them, the summed under-provisioned minutes
-of predictive over the cost-matched HPA's, how many files meet the 0.7 target and how many are
-worse than the cost-matched HPA. ``SCALEAHEAD_BENCH_TWIN_AWS_ALL=0`` skips it (~70 s).
-``heldout.*``: the synthetic 20-service trace at three other generator seeds (the policy's
-rules were chosen looking at seed 11's); ``SCALEAHEAD_BENCH_TWIN_HELDOUT=0`` skips it (~90 s).
+Traces (nothing tuned per trace): every NAB ``realAWSCloudwatch`` file (``aws_all.*``, 17),
+every ``realKnownCause`` file (``rkc_all.*``, 7), the synthetic 20-service trace at generator
+seeds 11-14 (``synthetic20``, ``heldout.*``) and a fleet of 1,000 synthetic services. Each trace
+is forecast once (:func:`scaleahead.twin.runner.prepare`) and every policy replayed on it.
+
+``predictive`` is the policy a user gets by default: guarded (a new service starts in shadow;
+the guard of :mod:`scaleahead.domain.modes` promotes it on causal evidence) with the online
+headroom calibration of :mod:`scaleahead.domain.headroom`; ``predictive_unguarded`` is the same
+policy without the guard. Policies are judged after the guard's one-day warm-up, against the
+HPA given the same replica-hours (cost-matched by bisection). Per trace
+``pred_vs_matched_under`` (guarded) and ``unguarded_vs_matched_under``; per set the summed
+minutes' ratio and how many traces are worse than their cost-matched HPA.
+
+``guard_selection``: the headroom calibration and the guard rule chosen leave-one-trace-out
+over all 28 traces (:mod:`scaleahead.bench.twin_selection`): the left-out totals are the
+headline, the in-sample best (what ships as the defaults) beside them.
 
 Fleet scale: 1,000 synthetic services at 5 minutes, 7 days of training then a 14-day replay,
-through the same ``simulate_frame`` and ``TwinConfig`` defaults as ``scaleahead simulate``:
-both forecasters fitted and re-run on their schedules (the 5-minute model every 5 minutes, as
-the publish DAG runs after each ingest: 4,032 origins; hourly every 6 h), every policy replayed
-incl. the cost-matching bisection; timed end to end (``fleet.total_s`` =
-``fleet_1000_replay_s``) with its parts (the 5-minute forecaster's fit and its rolling re-runs
-separately). ``fleet.load_avg_1m`` and ``fleet.cpu_s`` tell how loaded the shared machine was
-while the wall time was taken. ``SCALEAHEAD_BENCH_TWIN_SERVICES`` changes the fleet size.
+through the same ``simulate_frame`` as ``scaleahead simulate``, timed end to end
+(``fleet_1000_replay_s``) with its parts. ``guard_task_1000_s``: the scheduled guard's work for
+1,000 services x 14 days (twin replay, evidence, decisions). ``fleet.load_avg_1m`` and
+``fleet.cpu_s`` tell how loaded the shared machine was. ``SCALEAHEAD_BENCH_TWIN_SERVICES``
+changes the fleet size; ``SCALEAHEAD_BENCH_TWIN_FLEET=0`` skips the fleet and the guard timing.
 """
 
 from __future__ import annotations
@@ -27,13 +30,27 @@ from __future__ import annotations
 import os
 import time
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from scaleahead.bench import twin_selection
 from scaleahead.config import Settings
+from scaleahead.domain.modes import ScalingMode, decide_mode
 from scaleahead.synth import telemetry
-from scaleahead.twin.runner import DS, ID, TwinConfig, Y, read_trace, simulate_frame
+from scaleahead.twin.guard import MATCHED_UNGUARDED, UNGUARDED, service_evidence
+from scaleahead.twin.runner import (
+    DS,
+    ID,
+    TwinConfig,
+    Y,
+    prepare,
+    read_trace,
+    replay_policies,
+    simulate_frame,
+)
 
 _START = datetime(2024, 1, 1)
 
@@ -69,6 +86,9 @@ def _figures(name: str, summary: dict) -> dict[str, float | None]:
         f"{name}.pred_vs_matched_under": r(
             "predictive", "reactive_cost_matched", "underprovisioned_minutes"
         ),
+        f"{name}.unguarded_vs_matched_under": r(
+            UNGUARDED, MATCHED_UNGUARDED, "underprovisioned_minutes"
+        ),
         f"{name}.pred_vs_reactive_under": r("predictive", "reactive", "underprovisioned_minutes"),
         f"{name}.pred_vs_matched_replica_hours": r(
             "predictive", "reactive_cost_matched", "replica_hours"
@@ -80,24 +100,50 @@ def _figures(name: str, summary: dict) -> dict[str, float | None]:
         f"{name}.pred_minus_oracle_under_min": round(
             pred["underprovisioned_minutes"] - oracle["underprovisioned_minutes"], 1
         ),
-        f"{name}.pred_vs_oracle_replica_hours": r("predictive", "oracle", "replica_hours"),
         f"{name}.reactive_under_min": summary["reactive"]["underprovisioned_minutes"],
         f"{name}.matched_under_min": summary["reactive_cost_matched"]["underprovisioned_minutes"],
         f"{name}.predictive_under_min": pred["underprovisioned_minutes"],
+        f"{name}.unguarded_under_min": summary[UNGUARDED]["underprovisioned_minutes"],
+        f"{name}.matched_unguarded_under_min": summary[MATCHED_UNGUARDED][
+            "underprovisioned_minutes"
+        ],
+        f"{name}.predictive_share": round(summary["details"]["guard"]["predictive_share"], 3),
     }
 
 
-def _nab_traces(settings: Settings) -> dict[str, pd.DataFrame]:
-    aws = settings.shared_data_dir / "nab" / "realAWSCloudwatch"
-    out = {}
-    for prefix in ("elb_request_count", "ec2_cpu_utilization", "ec2_network_in"):
-        files = sorted(aws.glob(f"{prefix}_*.csv"))
-        if files:
-            out[files[0].stem] = read_trace(files[0])
-    taxi = settings.shared_data_dir / "nab" / "realKnownCause" / "nyc_taxi.csv"
-    if taxi.exists():
-        out["nyc_taxi"] = read_trace(taxi)
+def traces(settings: Settings) -> dict[str, pd.DataFrame | Path]:
+    """Every trace of the bench by set-qualified name (NAB files as paths, read on use)."""
+    nab = settings.shared_data_dir / "nab"
+    out: dict[str, pd.DataFrame | Path] = {}
+    for folder, prefix in (("realAWSCloudwatch", "aws_all"), ("realKnownCause", "rkc_all")):
+        for path in sorted((nab / folder).glob("*.csv")):
+            out[f"{prefix}.{path.stem}"] = path
+    out["synthetic.synthetic20"] = synthetic_services(20, 21, seed=11)
+    for seed in HELDOUT_SEEDS:
+        out[f"heldout.synthetic20_seed{seed}"] = synthetic_services(20, 21, seed=seed)
     return out
+
+
+HELDOUT_SEEDS = (12, 13, 14)
+
+
+def _totals(prefix: str, minutes: dict[str, tuple[float, float, float, float]]) -> dict:
+    """Over a set: summed minutes (guarded, its cost-matched HPA, unguarded, its HPA)."""
+    rows = [v for k, v in minutes.items() if k.startswith(prefix + ".") or prefix == "all"]
+    if not rows:
+        return {}
+    g, m, u, um = (sum(r[i] for r in rows) for i in range(4))
+    judged = [r for r in rows if r[0] or r[1]]
+    return {
+        f"{prefix}.traces": len(rows),
+        f"{prefix}.predictive_under_min": g,
+        f"{prefix}.matched_under_min": m,
+        f"{prefix}.pred_vs_matched_under_total": round(g / m, 4) if m else None,
+        f"{prefix}.unguarded_vs_matched_under_total": round(u / um, 4) if um else None,
+        f"{prefix}.traces_worse_than_matched": sum(r[0] > r[1] + 1e-6 for r in judged),
+        f"{prefix}.traces_worse_than_matched_unguarded": sum(r[2] > r[3] + 1e-6 for r in rows),
+        f"{prefix}.traces_meeting_0.5": f"{sum(r[0] <= 0.5 * r[1] for r in judged)}/{len(judged)}",
+    }
 
 
 def _fleet_replay(settings: Settings, n: int) -> dict[str, float | str]:
@@ -115,19 +161,15 @@ def _fleet_replay(settings: Settings, n: int) -> dict[str, float | str]:
         "fleet.services": n,
         "fleet.train_days": 7,
         "fleet.replay_days": round(result.demand.shape[1] * result.details["step_s"] / 86400, 2),
-        "fleet.forecast_refresh_s": cfg.forecast_refresh_s,
         "fleet.forecast_origins": result.details["forecast_origins"],
-        "fleet.forecast_quantile": result.details["forecast_quantile"],
         f"fleet_{n}_replay_s": round(total, 1),
         "fleet.total_s": round(total, 1),
         "fleet.forecast_5m_s": round(timings["forecast_5m_s"], 1),
         "fleet.forecast_5m_fit_s": round(timings["forecast_5m_fit_s"], 1),
         "fleet.forecast_5m_predict_s": round(timings["forecast_5m_predict_s"], 1),
-        "fleet.grid_and_metrics_s": round(
-            total - sum(timings[k] for k in ("forecast_5m_s", "forecast_hourly_s", "replay_s")), 1
-        ),
         "fleet.forecast_hourly_s": round(timings["forecast_hourly_s"], 1),
         "fleet.replay_kernels_s": round(timings["replay_s"], 1),
+        "fleet.guard_s": round(timings["guard_s"], 1),
         "fleet.target_s": 300,
         "fleet.cpu_s": round(cpu, 1),
         "fleet.load_avg_1m": round(max(load_before, os.getloadavg()[0]), 2),
@@ -136,89 +178,44 @@ def _fleet_replay(settings: Settings, n: int) -> dict[str, float | str]:
     return out
 
 
-def run(settings: Settings) -> dict[str, float | int | str]:
-    figures: dict = {}
+def _guard_task(settings: Settings, n: int) -> dict[str, float]:
+    """What the scheduled guard does for ``n`` services: replay their last 14 days through the
+    twin (the stage's 70 / 30 split), take the evidence, decide every mode."""
+    df = synthetic_services(n, 14, seed=21)
+    t0 = time.perf_counter()
+    result = simulate_frame(df, TwinConfig(), settings)
+    rule = TwinConfig().guard_rule()
+    decisions = [decide_mode(None, e, rule) for e in service_evidence(result)]
+    seconds = time.perf_counter() - t0
+    promoted = sum(d.mode is ScalingMode.PREDICTIVE for d in decisions)
+    return {f"guard_task_{n}_s": round(seconds, 1), "guard_task.promoted": promoted}
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
     n = int(os.environ.get("SCALEAHEAD_BENCH_TWIN_SERVICES", "1000"))
-    figures.update(_fleet_replay(settings, n))
+    if os.environ.get("SCALEAHEAD_BENCH_TWIN_FLEET", "1") != "0":
+        figures.update(_fleet_replay(settings, n))
+        figures.update(_guard_task(settings, n))
     cfg = TwinConfig()
-    traces = _nab_traces(settings)
-    traces["synthetic20"] = synthetic_services(20, 21, seed=11)
-    ratios = []
-    summaries: dict[str, dict] = {}
-    for name, df in traces.items():
-        t0 = time.perf_counter()
-        summary = summaries[name] = simulate_frame(df, cfg, settings).summary()
-        f = _figures(name, summary)
-        f[f"{name}.seconds"] = round(time.perf_counter() - t0, 1)
-        figures.update(f)
-        ratios.append(f[f"{name}.pred_vs_matched_under"])
-    valid = [r for r in ratios if r is not None]
-    figures["traces_meeting_target_0.7"] = f"{sum(r <= 0.7 for r in valid)}/{len(ratios)}"
-    if os.environ.get("SCALEAHEAD_BENCH_TWIN_AWS_ALL", "1") != "0":
-        figures.update(_aws_sweep(settings, cfg, summaries))
-    if os.environ.get("SCALEAHEAD_BENCH_TWIN_HELDOUT", "1") != "0":
-        figures.update(_heldout(settings, cfg))
-    return figures
-
-
-HELDOUT_SEEDS = (12, 13, 14)
-
-
-def _heldout(settings: Settings, cfg: TwinConfig) -> dict[str, float | None]:
-    """The synthetic 20-service trace at generator seeds the policy was never looked at on
-    (``synthetic20`` is seed 11): per seed the predictive / cost-matched ratio, and the total."""
-    out: dict[str, float | None] = {}
-    pred = matched = 0.0
+    minutes: dict[str, tuple[float, float, float, float]] = {}
+    scores = {}
     t0 = time.perf_counter()
-    for seed in HELDOUT_SEEDS:
-        summary = simulate_frame(synthetic_services(20, 21, seed=seed), cfg, settings).summary()
-        name = f"synthetic20_seed{seed}"
-        out[f"heldout.{name}.pred_vs_matched_under"] = _figures(name, summary)[
-            f"{name}.pred_vs_matched_under"
-        ]
-        pred += summary["predictive"]["underprovisioned_minutes"]
-        matched += summary["reactive_cost_matched"]["underprovisioned_minutes"]
-    out["heldout.pred_vs_matched_under_total"] = round(pred / matched, 4) if matched else None
-    out["heldout.seconds"] = round(time.perf_counter() - t0, 1)
-    return out
-
-
-def _aws_sweep(
-    settings: Settings, cfg: TwinConfig, known: dict[str, dict]
-) -> dict[str, float | int | str | None]:
-    """Every realAWSCloudwatch trace: the per-file ratio and the totals over the folder.
-    ``known``: summaries already replayed with ``cfg``, by file stem (not replayed again)."""
-    files = sorted((settings.shared_data_dir / "nab" / "realAWSCloudwatch").glob("*.csv"))
-    out: dict[str, float | int | str | None] = {}
-    # Under-provisioned minutes per file: (predictive, cost-matched HPA, default HPA).
-    minutes: list[tuple[float, float, float]] = []
-    t0 = time.perf_counter()
-    for path in files:
-        summary = known.get(path.stem) or simulate_frame(read_trace(path), cfg, settings).summary()
-        key = f"{path.stem}.pred_vs_matched_under"
-        out[f"aws_all.{key}"] = _figures(path.stem, summary)[key]
-        minutes.append(
-            tuple(
-                summary[p]["underprovisioned_minutes"]
-                for p in ("predictive", "reactive_cost_matched", "reactive")
-            )
+    for name, source in traces(settings).items():
+        df = read_trace(source) if isinstance(source, Path) else source
+        prep = prepare(df, cfg, settings)
+        summary = replay_policies(prep, cfg).summary()
+        short = name.split(".", 1)[1]
+        figures.update(
+            {f"{name.split('.')[0]}.{k}": v for k, v in _figures(short, summary).items()}
         )
-    # Neither predictive nor the cost-matched HPA ever under-provisioned: nothing to compare.
-    judged = [(p, m) for p, m, _ in minutes if p or m]
-    pred, matched, reactive = (sum(m[i] for m in minutes) for i in range(3))
-    out.update(
-        {
-            "aws_all.files": len(files),
-            "aws_all.files_neither_underprovisioned": len(minutes) - len(judged),
-            "aws_all.files_meeting_target_0.7": (
-                f"{sum(p <= 0.7 * m for p, m in judged)}/{len(judged)}"
-            ),
-            "aws_all.files_worse_than_matched": sum(p > m for p, m in judged),
-            "aws_all.predictive_under_min": pred,
-            "aws_all.matched_under_min": matched,
-            "aws_all.reactive_under_min": reactive,
-            "aws_all.pred_vs_matched_under_total": round(pred / matched, 4) if matched else None,
-            "aws_all.seconds": round(time.perf_counter() - t0, 1),
-        }
-    )
-    return out
+        minutes[name] = tuple(
+            summary[p]["underprovisioned_minutes"]
+            for p in ("predictive", "reactive_cost_matched", UNGUARDED, MATCHED_UNGUARDED)
+        )
+        scores[name] = twin_selection.score_trace(prep, cfg)
+    figures["traces_seconds"] = round(time.perf_counter() - t0, 1)
+    for prefix in ("aws_all", "rkc_all", "synthetic", "heldout", "all"):
+        figures.update(_totals(prefix, minutes))
+    figures["guard_selection"] = twin_selection.select(scores)
+    return figures

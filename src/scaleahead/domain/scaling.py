@@ -34,8 +34,11 @@ Rules (documented in README "Scaling policy"):
 4. Forecast missing, stale (older than ``forecast_max_age_s`` at ``now``), quality-failed,
    low-confidence (active anomaly), invalid (non-finite) or not covering the window: fall back
    to reactive with ``mode="reactive"`` and the reasons.
-5. Dry-run (forecast-only) services get the reactive value as ``replicas`` and
-   ``mode="dry_run"``; the predictive value is still reported.
+5. Scaling mode (:mod:`scaleahead.domain.modes`): in ``shadow`` (the older name: dry-run,
+   forecast-only) the reactive value is ``replicas`` with ``mode="dry_run"`` and the predictive
+   value is still reported; in ``reactive`` (forced by the user) the reactive value is
+   ``replicas`` with ``mode="reactive"`` and reason ``scaling_mode_reactive``; ``predictive``
+   applies rules 1-4.
 6. :class:`Stabilizer`: the applied value is the maximum of the raw recommendations within the
    stabilization window (default 300 s), so scale-out is immediate and scale-in waits.
 7. The result is always within ``[min_replicas, max_replicas]`` and ``min_replicas >= 1``:
@@ -86,6 +89,10 @@ class Reason(StrEnum):
     LOW_CONFIDENCE = "low_confidence"
     ACTUAL_MISSING = "actual_missing"
     DRY_RUN = "dry_run"
+    SCALING_MODE_REACTIVE = "scaling_mode_reactive"
+
+
+_SCALING_MODES = ("shadow", "predictive", "reactive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,15 +294,28 @@ def predictive_replicas(
     return spec.bound(replicas)
 
 
+def _within(ratio: float, tolerance: float) -> bool:
+    """Kubernetes' ``Tolerances.isWithin``: ``1 - tolerance <= ratio <= 1 + tolerance`` (not
+    ``abs(ratio - 1) <= tolerance``, which float rounding puts outside at exactly 1.1)."""
+    return 1.0 - tolerance <= ratio <= 1.0 + tolerance
+
+
 def reactive_replicas(
     actual: float | None,
     spec: ServiceSpec,
     current_replicas: int | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    ready_replicas: int | None = None,
 ) -> int:
     """The Kubernetes HPA rule on the latest actual demand, bounded by the spec.
 
     Without an actual, hold ``current_replicas`` (or ``min_replicas`` when that is unknown too).
+    The ratio is over every pod (``current_replicas``), as Kubernetes computes an External or
+    Object metric with an ``AverageValue`` target (``GetExternalPerPodMetricReplicas``). With
+    ``ready_replicas`` (fewer than ``current_replicas`` while pods start), as it computes a Pods
+    metric or CPU utilization (``calcPlainMetricReplicas``): the ratio over the ready pods; on
+    a scale-up the starting pods count at zero usage, and the count stays when that ratio is
+    within the tolerance or below 1. docs/hpa-reference.md compares the rules line by line.
     """
     if actual is None or not math.isfinite(actual):
         return spec.bound(current_replicas if current_replicas else spec.min_replicas)
@@ -303,7 +323,18 @@ def reactive_replicas(
     if not current_replicas or current_replicas < 1:
         return spec.bound(_ceil(actual / spec.usable_capacity))
     ratio = actual / (current_replicas * spec.usable_capacity)
-    if abs(ratio - 1.0) <= tolerance:
+    if ready_replicas is not None and ready_replicas < current_replicas:
+        if ready_replicas < 1:
+            return spec.bound(current_replicas)  # no metrics: the controller does not scale
+        usage = actual / (ready_replicas * spec.usable_capacity)
+        if usage > 1.0:  # scale-up with unready pods: they count at 0 usage
+            if _within(ratio, tolerance) or ratio < 1.0:
+                return spec.bound(current_replicas)
+            return spec.bound(max(_ceil(current_replicas * ratio), current_replicas))
+        if _within(usage, tolerance):
+            return spec.bound(current_replicas)
+        return spec.bound(_ceil(ready_replicas * usage))
+    if _within(ratio, tolerance):
         return spec.bound(current_replicas)
     return spec.bound(_ceil(current_replicas * ratio))
 
@@ -317,11 +348,16 @@ def recommend(
     policy: ScalingPolicy = DEFAULT_POLICY,
     dry_run: bool = False,
     recurring: float | None = None,
+    scaling_mode: str = "predictive",
 ) -> Recommendation:
     """One scaling decision at ``now`` (before stabilization; see :class:`Stabilizer`).
 
     ``recurring``: the window's recurring peak (:func:`recurring_peak` of the observed demand),
-    None when unknown."""
+    None when unknown. ``scaling_mode``: the service's mode (``shadow`` | ``predictive`` |
+    ``reactive``, :class:`scaleahead.domain.modes.ScalingMode`); ``dry_run=True`` is
+    ``scaling_mode="shadow"``."""
+    if scaling_mode not in _SCALING_MODES:
+        raise ValueError(f"scaling_mode must be one of {_SCALING_MODES}, got {scaling_mode!r}")
     start, end = forecast_window(now, policy)
     reactive = reactive_replicas(actual, spec, current_replicas, policy.tolerance)
     reasons: list[Reason] = []
@@ -358,10 +394,15 @@ def recommend(
                 planned, spec, current_replicas, policy.scale_in_hysteresis
             )
 
-    if dry_run:
+    if dry_run or scaling_mode == "shadow":
         reasons.insert(0, Reason.DRY_RUN)
         return Recommendation(
             reactive, Mode.DRY_RUN, tuple(reasons), predictive, reactive, peak, start, end
+        )
+    if scaling_mode == "reactive":
+        reasons.insert(0, Reason.SCALING_MODE_REACTIVE)
+        return Recommendation(
+            reactive, Mode.REACTIVE, tuple(reasons), predictive, reactive, peak, start, end
         )
     if usable and predictive is not None:
         return Recommendation(
@@ -392,6 +433,12 @@ class Stabilizer:
     the raw recommendations recorded for ``key`` within ``(now - window, now]``: increases apply
     at once, decreases only after every higher recommendation has left the window. Memory per
     key is bounded by the number of distinct decreasing values in the window. Thread-safe.
+
+    That maximum is Kubernetes' ``stabilizeRecommendation`` (an HPA without ``spec.behavior``).
+    With ``current_replicas``, ``stabilizeRecommendationWithBehaviors`` with the default rules
+    (no scale-up window): a recommendation at or above the current count applies, below it the
+    count is clamped to the window's maximum, ``min(current, max)`` (never a scale-up on a
+    falling recommendation).
     """
 
     def __init__(self, window_s: float = DEFAULT_STABILIZATION_WINDOW_S) -> None:
@@ -401,7 +448,15 @@ class Stabilizer:
         self._histories: dict[str, _History] = {}
         self._lock = threading.Lock()
 
-    def stabilize(self, key: str, now: datetime, replicas: int) -> int:
+    def stabilize(
+        self, key: str, now: datetime, replicas: int, current_replicas: int | None = None
+    ) -> int:
+        stabilized = self._record(key, now, replicas)
+        if current_replicas is None or replicas >= current_replicas:
+            return stabilized if current_replicas is None else replicas
+        return min(current_replicas, stabilized)
+
+    def _record(self, key: str, now: datetime, replicas: int) -> int:
         t = now.timestamp()
         with self._lock:
             history = self._histories.get(key)

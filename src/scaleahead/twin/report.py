@@ -16,7 +16,9 @@ from scaleahead.twin.verdicts import service_verdicts
 LABELS = {
     "reactive": "Reactive HPA (default)",
     "reactive_cost_matched": "Reactive HPA, same cost as predictive",
-    "predictive": "scaleahead predictive",
+    "predictive": "scaleahead predictive (guarded: shadow until the guard promotes)",
+    "predictive_unguarded": "scaleahead predictive without the guard",
+    "reactive_cost_matched_unguarded": "Reactive HPA, same cost as unguarded predictive",
     "cloud_scheduled": "Cloud-style scheduled",
     "static": "Static",
     "oracle": "Oracle (lower bound)",
@@ -25,6 +27,8 @@ COLORS = {
     "reactive": "#d62728",
     "reactive_cost_matched": "#ff7f0e",
     "predictive": "#2ca02c",
+    "predictive_unguarded": "#98df8a",
+    "reactive_cost_matched_unguarded": "#ffbb78",
     "cloud_scheduled": "#9467bd",
     "static": "#7f7f7f",
     "oracle": "#1f77b4",
@@ -180,6 +184,42 @@ def _services_section(result: TwinResult) -> str:
     return f"<h2>Per service</h2>{text}{table}{note}"
 
 
+MAX_GUARD_ROWS = 20
+
+
+def _guard_section(result: TwinResult) -> str:
+    """What the scaling guard would decide for each service of this replay, as a new service
+    (``decide_mode`` with no previous mode on the whole replay's evidence)."""
+    from scaleahead.domain.modes import GuardRule, decide_mode
+    from scaleahead.twin.guard import UNGUARDED, service_evidence
+
+    if UNGUARDED not in result.metrics:
+        return ""
+    rule_args = result.details.get("guard", {}).get("rule")
+    rule = GuardRule(**rule_args) if rule_args else GuardRule()
+    decisions = [
+        (sid, decide_mode(None, e, rule))
+        for sid, e in zip(result.ids, service_evidence(result), strict=True)
+    ]
+    promoted = sum(d.mode.value == "predictive" for _, d in decisions)
+    rows = "".join(
+        f"<tr><td>{html.escape(sid)}</td><td>{d.mode.value}</td><td>{d.reason.value}</td>"
+        f"<td>{_fmt(d.evidence.ratio, 2) if d.evidence.ratio is not None else '–'}</td>"
+        f"<td>{_fmt(d.evidence.minutes_saved, 0)}</td><td>{d.evidence.incidents:,}</td></tr>"
+        for sid, d in decisions[:MAX_GUARD_ROWS]
+    )
+    more = len(decisions) - MAX_GUARD_ROWS
+    note = f'<p class="muted">{more:,} more services not shown.</p>' if more > 0 else ""
+    return (
+        f"<h2>Scaling guard</h2><p>On this replay's evidence the guard (promote at a ratio "
+        f"&le; {rule.promote_ratio:g} with &ge; {rule.min_days:g} days and &ge; "
+        f"{rule.min_incidents} incidents) would move <b>{promoted:,}</b> of {len(decisions):,} "
+        "new service(s) from shadow to predictive.</p>"
+        "<table><tr><th>Service</th><th>Mode</th><th>Reason</th><th>Predictive / same-cost "
+        f"HPA min</th><th>Minutes saved</th><th>Incidents</th></tr>{rows}</table>{note}"
+    )
+
+
 def _ratio_text(a: float, b: float) -> str:
     if b <= 0:
         return "n/a"
@@ -232,6 +272,7 @@ except the oracle.</p>
 <h2>Cost vs under-provisioning</h2>
 {parts[0]}
 {_services_section(result)}
+{_guard_section(result)}
 <h2>Demand vs serving capacity</h2>
 {"".join(parts[1:])}
 </body></html>

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,18 @@ import yaml
 from pydantic import BaseModel, Field
 
 from scaleahead.config import Settings, get_settings
+from scaleahead.domain import headroom
+from scaleahead.domain import modes as guard_rules
+from scaleahead.domain.modes import GuardRule
 from scaleahead.domain.scaling import DEFAULT_FORECAST_MAX_AGE_S, ScalingPolicy
-from scaleahead.twin import forecasts, sim
+from scaleahead.twin import forecasts, guard, sim
 
 POLICIES = (
     "reactive",
     "reactive_cost_matched",
     "predictive",
+    "predictive_unguarded",
+    "reactive_cost_matched_unguarded",
     "cloud_scheduled",
     "static",
     "oracle",
@@ -55,6 +60,31 @@ class TwinConfig(BaseModel):
     cloud_horizon_h: int = Field(48, ge=1)
     cloud_buffer_s: float = Field(300.0, ge=0)
     stabilization_s: float = Field(300.0, ge=0)
+    # The guard (scaleahead.domain.modes): how often it decides, and its rule.
+    guard_period_s: float = Field(86400.0, gt=0)
+    # Policies are judged after this much replay (the guard's shadow evidence before its first
+    # decision); 0 judges the whole replay.
+    guard_warmup_s: float = Field(86400.0, ge=0)
+    guard_promote_ratio: float = Field(guard_rules.DEFAULT_PROMOTE_RATIO, ge=0)
+    guard_demote_ratio: float = Field(guard_rules.DEFAULT_DEMOTE_RATIO, ge=0)
+    guard_min_days: float = Field(guard_rules.DEFAULT_MIN_DAYS, ge=0)
+    guard_min_incidents: int = Field(guard_rules.DEFAULT_MIN_INCIDENTS, ge=0)
+    guard_window_days: float = Field(guard_rules.DEFAULT_WINDOW_DAYS, gt=0)
+    guard_promote_within_days: float | None = Field(guard_rules.DEFAULT_PROMOTE_WITHIN_DAYS, ge=0)
+
+    # Online headroom calibration of the scaling quantile (scaleahead.domain.headroom).
+    headroom_alpha: float = Field(headroom.DEFAULT_ALPHA, gt=0, lt=1)
+    headroom_gamma: float = Field(headroom.DEFAULT_GAMMA, ge=0)
+
+    def guard_rule(self) -> GuardRule:
+        return GuardRule(
+            promote_ratio=self.guard_promote_ratio,
+            demote_ratio=self.guard_demote_ratio,
+            min_days=self.guard_min_days,
+            min_incidents=self.guard_min_incidents,
+            window_days=self.guard_window_days,
+            promote_within_days=self.guard_promote_within_days,
+        )
 
     @classmethod
     def load(cls, path: Path | None) -> TwinConfig:
@@ -75,6 +105,8 @@ class TwinResult:
     metrics: dict[str, sim.Metrics]
     hpa_targets: dict[str, np.ndarray]
     details: dict[str, Any] = field(default_factory=dict)
+    # (S, T) True where the guarded policy ran in predictive mode (else shadow).
+    modes: np.ndarray | None = None
 
     def summary(self) -> dict[str, Any]:
         """Fleet totals per policy plus ratios to reactive and to the oracle."""
@@ -157,14 +189,43 @@ def _capacity(cfg: TwinConfig, ids: list[str], train: np.ndarray) -> np.ndarray:
     return np.full(len(ids), float(cap))
 
 
-def simulate_frame(
+@dataclass
+class Prepared:
+    """A trace on its grid with every forecast the policies read (the expensive part of a
+    replay), so the policies can be replayed again on the same forecasts (parameter studies)."""
+
+    ids: list[str]
+    grid: pd.DatetimeIndex
+    values: np.ndarray  # (S, n_train + T) the whole trace
+    n_train: int
+    step_s: float
+    fleet: sim.Fleet
+    timing: sim.Timing
+    policy: ScalingPolicy
+    peaks: np.ndarray  # (S, T) the scaling quantile's peak over each step's window; NaN: none
+    level: np.ndarray  # (S, T) the cloud-style scheduled capacity
+    recurring: np.ndarray  # (S, T) the recurring peak of each step's window
+    details: dict[str, Any]
+    timings: dict[str, float]
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.values[:, : self.n_train]
+
+    @property
+    def replay(self) -> np.ndarray:
+        return self.values[:, self.n_train :]
+
+
+def prepare(
     df: pd.DataFrame,
     cfg: TwinConfig | None = None,
     settings: Settings | None = None,
     capacity: np.ndarray | None = None,
     min_replicas: np.ndarray | None = None,
     max_replicas: np.ndarray | None = None,
-) -> TwinResult:
+) -> Prepared:
+    """Grid the trace, size the fleet, and run both forecasters on their schedules."""
     cfg = cfg or TwinConfig()
     settings = settings or get_settings()
     ids, grid, values, step_s = to_grid(df)
@@ -181,8 +242,6 @@ def simulate_frame(
     timing = sim.Timing(
         step_s=step_s, startup_delay_s=cfg.startup_delay_s, stabilization_s=cfg.stabilization_s
     )
-    slo = cfg.target_utilization
-    last = train[:, -1]
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -239,15 +298,8 @@ def simulate_frame(
         settings,
     )
     timings["forecast_hourly_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    targets = np.full(n, slo)
-    usable = fleet.capacity * slo
-    traj: dict[str, sim.Trajectory] = {}
-    traj["reactive"] = sim.run_controller(replay, last, fleet, targets, timing)
-    observed = sim.observed_demand(replay, last)
-    # The API's rules: the recurring peak of the same window on the last days, read from the
-    # observed demand (no look-ahead), and the scale-in hysteresis.
+    # The API's recurring peak of the same window on the last days, read from the observed
+    # demand (no look-ahead).
     recurring = sim.recurring_peaks(
         values,
         n_train,
@@ -256,37 +308,6 @@ def simulate_frame(
         policy.recurring_days,
         policy.recurring_pad_s,
     )
-    gate = policy.recurring_gate
-    traj["predictive"] = sim.run_controller(
-        replay,
-        last,
-        fleet,
-        targets,
-        timing,
-        sim.predictive_floor(peaks, fleet, usable, observed, recurring, gate),
-        sim.predictive_floor(
-            peaks, fleet, usable, observed, recurring, gate, policy.scale_in_hysteresis
-        ),
-    )
-    traj["cloud_scheduled"] = sim.run_controller(
-        replay, last, fleet, targets, timing, sim.predictive_floor(level, fleet, usable)
-    )
-    pred_rh = traj["predictive"].desired.sum(axis=1) * step_s / 3600.0
-    matched, traj["reactive_cost_matched"] = sim.cost_matched_targets(
-        replay, last, fleet, timing, pred_rh
-    )
-    traj["static"] = sim.static(train, replay.shape[1], fleet, slo, cfg.static_percentile)
-    traj["oracle"] = sim.oracle(replay, fleet, slo, timing)
-    timings["replay_s"] = time.perf_counter() - t0
-
-    initial = fleet.bound(sim.ceil_replicas(last, usable))
-    mets = {
-        p: sim.metrics(
-            t, replay, fleet, slo, step_s, None if p in ("static", "oracle") else initial
-        )
-        for p, t in traj.items()
-    }
-    covered = float(np.mean(~np.isnan(peaks)))
     details = {
         "services": n,
         "step_s": step_s,
@@ -295,26 +316,150 @@ def simulate_frame(
         "replay_end": str(grid[-1]),
         "replay_steps": int(replay.shape[1]),
         "startup_delay_s": cfg.startup_delay_s,
-        "slo_target_utilization": slo,
+        "slo_target_utilization": cfg.target_utilization,
         "capacity_per_replica": float(fleet.capacity[0]) if n == 1 else "per service",
         "forecast_quantile": column,
         "forecast_refresh_s": cfg.forecast_refresh_s,
         "forecast_origins": len(origins),
-        "forecast_coverage": covered,
+        "forecast_coverage": float(np.mean(~np.isnan(peaks))),
         "cloud_method": cloud_method,
         "static_percentile": cfg.static_percentile,
-        "timings_s": timings,
     }
+    return Prepared(
+        ids, grid, values, n_train, step_s, fleet, timing, policy, peaks, level, recurring,
+        details, timings,
+    )  # fmt: skip
+
+
+def judged_start(n_steps: int, step_s: float, cfg: TwinConfig) -> int:
+    """The first judged replay step: after the guard's warm-up, but never past the middle of
+    the replay (a short replay is judged on at least its second half)."""
+    return min(int(round(cfg.guard_warmup_s / step_s)), n_steps // 2)
+
+
+def replay_policies(
+    prep: Prepared, cfg: TwinConfig | None = None, rule: GuardRule | None = None
+) -> TwinResult:
+    """Every policy on the prepared forecasts. ``predictive`` is the guarded policy a user gets
+    (a new service starting in shadow, the guard deciding on the replay so far); the policy
+    without the guard is ``predictive_unguarded``. Each has its own cost-matched HPA."""
+    cfg = cfg or TwinConfig()
+    rule = rule or cfg.guard_rule()
+    fleet, timing, step_s = prep.fleet, prep.timing, prep.step_s
+    train, replay = prep.train, prep.replay
+    n = len(prep.ids)
+    slo = cfg.target_utilization
+    last = train[:, -1]
+    timings = dict(prep.timings)
+
+    t0 = time.perf_counter()
+    targets = np.full(n, slo)
+    usable = fleet.capacity * slo
+    traj: dict[str, sim.Trajectory] = {}
+    traj["reactive"] = sim.run_controller(replay, last, fleet, targets, timing)
+    observed = sim.observed_demand(replay, last)
+    gate, policy = prep.policy.recurring_gate, prep.policy
+    peaks = sim.calibrated_peaks(
+        prep.peaks,
+        replay,
+        timing.delay_steps,
+        cfg.headroom_alpha,
+        cfg.headroom_gamma,
+        headroom.DEFAULT_BOUND,
+    )
+    floor = sim.predictive_floor(peaks, fleet, usable, observed, prep.recurring, gate)
+    hold = sim.predictive_floor(
+        peaks, fleet, usable, observed, prep.recurring, gate, policy.scale_in_hysteresis
+    )
+    traj[guard.UNGUARDED] = sim.run_controller(replay, last, fleet, targets, timing, floor, hold)
+    step_h = step_s / 3600.0
+    # The judged window starts after the guard's first decision: before it every service is in
+    # shadow (new), gathering the evidence the guard needs. Every policy runs through the
+    # warm-up (their state carries over) but is judged, and cost-matched, after it.
+    j0 = judged_start(replay.shape[1], step_s, cfg)
+    matched_unguarded_targets, traj[guard.MATCHED_UNGUARDED] = sim.cost_matched_targets(
+        replay,
+        last,
+        fleet,
+        timing,
+        traj[guard.UNGUARDED].desired[:, j0:].sum(axis=1) * step_h,
+        start=j0,
+    )
+    t1 = time.perf_counter()
+    modes = guard.guarded_modes(
+        traj[guard.UNGUARDED],
+        replay,
+        guard.hpa_grid(replay, last, fleet, timing, slo),
+        fleet,
+        timing,
+        slo,
+        rule,
+        period_steps=max(1, int(round(cfg.guard_period_s / step_s))),
+    )
+    timings["guard_s"] = time.perf_counter() - t1
+    on = modes.astype(float)
+    traj["predictive"] = sim.run_controller(
+        replay, last, fleet, targets, timing, floor * on, hold * on
+    )
+    traj["cloud_scheduled"] = sim.run_controller(
+        replay, last, fleet, targets, timing, sim.predictive_floor(prep.level, fleet, usable)
+    )
+    pred_rh = traj["predictive"].desired[:, j0:].sum(axis=1) * step_h
+    matched, traj["reactive_cost_matched"] = sim.cost_matched_targets(
+        replay, last, fleet, timing, pred_rh, start=j0
+    )
+    traj["static"] = sim.static(train, replay.shape[1], fleet, slo, cfg.static_percentile)
+    traj["oracle"] = sim.oracle(replay, fleet, slo, timing)
+    timings["replay_s"] = time.perf_counter() - t0
+
+    initial = fleet.bound(sim.ceil_replicas(last, usable))
+    judged = replay[:, j0:]
+    mets = {}
+    for p, t in traj.items():
+        before = (
+            None if p in ("static", "oracle") else (initial if j0 == 0 else t.desired[:, j0 - 1])
+        )
+        traj[p] = sim.Trajectory(t.desired[:, j0:], t.ready[:, j0:])
+        mets[p] = sim.metrics(traj[p], judged, fleet, slo, step_s, before)
+    details = dict(prep.details)
+    details["headroom"] = {"alpha": cfg.headroom_alpha, "gamma": cfg.headroom_gamma}
+    details["guard"] = {
+        "rule": asdict(rule),
+        "period_s": cfg.guard_period_s,
+        "predictive_share": float(modes.mean()),
+        "services_ever_promoted": int(modes.any(axis=1).sum()),
+    }
+    details["judged_start"] = str(prep.grid[prep.n_train + j0])
+    details["judged_steps"] = int(judged.shape[1])
+    details["timings_s"] = timings
     return TwinResult(
-        ids=ids,
-        ds=grid[n_train:],
-        demand=replay,
+        ids=prep.ids,
+        ds=prep.grid[prep.n_train + j0 :],
+        demand=judged,
         capacity=fleet.capacity,
         trajectories=traj,
         metrics=mets,
-        hpa_targets={"reactive": targets, "reactive_cost_matched": matched},
+        hpa_targets={
+            "reactive": targets,
+            "reactive_cost_matched": matched,
+            guard.MATCHED_UNGUARDED: matched_unguarded_targets,
+        },
         details=details,
+        modes=modes[:, j0:],
     )
+
+
+def simulate_frame(
+    df: pd.DataFrame,
+    cfg: TwinConfig | None = None,
+    settings: Settings | None = None,
+    capacity: np.ndarray | None = None,
+    min_replicas: np.ndarray | None = None,
+    max_replicas: np.ndarray | None = None,
+) -> TwinResult:
+    cfg = cfg or TwinConfig()
+    prep = prepare(df, cfg, settings, capacity, min_replicas, max_replicas)
+    return replay_policies(prep, cfg)
 
 
 def simulate_file(

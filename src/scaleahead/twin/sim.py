@@ -28,6 +28,7 @@ import numpy as np
 from scaleahead.domain.scaling import DEFAULT_RECURRING_GATE, DEFAULT_TOLERANCE
 
 _EPS = 1e-9  # the same float guard as scaling._ceil
+METRIC_TYPES = ("external", "pods")
 
 
 def ceil_replicas(demand: np.ndarray, usable: np.ndarray) -> np.ndarray:
@@ -51,6 +52,22 @@ class Fleet:
 
 @dataclass(frozen=True, slots=True)
 class Timing:
+    """How the HPA is folded into the trace's steps, and its settings.
+
+    Defaults are the Kubernetes controller's: 15 s sync (``--horizontal-pod-autoscaler-sync-
+    period``), tolerance 0.1, ``behavior`` with the API server's default rules (scale-up:
+    ``max(+100 %, +4 pods)`` per 15 s period, no scale-up stabilization; scale-down: 300 s
+    stabilization, 100 % per 15 s). ``behavior=False`` is an HPA without ``spec.behavior``:
+    ``normalizeDesiredReplicas``, whose stabilization keeps the window's maximum whatever the
+    direction and whose scale-up limit is ``max(2 x current, 4)`` per sync.
+
+    ``metric``: how the replica calculator counts pods (:func:`hpa_raw`). ``"external"``: an
+    External/Object ``AverageValue`` target, the ratio over every pod (KEDA's default);
+    ``"pods"``: a Pods metric or CPU utilization, averaged over the ready pods, starting pods
+    treated as Kubernetes treats unready ones. The two agree whenever no pod is starting at a
+    decision (start-up no longer than a step).
+    """
+
     step_s: float
     startup_delay_s: float = 300.0
     stabilization_s: float = 300.0
@@ -58,18 +75,49 @@ class Timing:
     tolerance: float = DEFAULT_TOLERANCE
     scale_up_percent: float = 100.0
     scale_up_pods: int = 4
+    behavior: bool = True
+    metric: str = "external"
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRIC_TYPES:
+            raise ValueError(f"metric must be one of {METRIC_TYPES}, got {self.metric!r}")
 
     @property
     def delay_steps(self) -> int:
         return int(np.ceil(self.startup_delay_s / self.step_s - _EPS))
 
     @property
-    def stabilization_steps(self) -> int:
-        return int(self.stabilization_s // self.step_s) + 1
-
-    @property
     def syncs_per_step(self) -> int:
         return max(1, int(round(self.step_s / self.sync_s)))
+
+    def _window_rows(self) -> tuple[int, int]:
+        """(decisions the window holds for most of a step, decisions it holds at the step's last
+        sync). A recommendation made at a step's syncs leaves the window ``stabilization_s``
+        after its last sync (``rec.timestamp.After(now - window)``); the previous steps' syncs
+        drop out during the step. With the window a multiple of the step (300 s at 5 min: the
+        previous step's recommendations go at the step's last sync) the step pays for the count
+        they held, and the next step starts from the released count."""
+        dt, n = self.step_s, self.syncs_per_step
+        sync = dt / n
+        window = max(self.stabilization_s, 0.0)
+        at_end = max(0, int(np.ceil(window / dt - _EPS)) - 1)
+        at_first = max(at_end, int(np.ceil((window + (n - 1) * sync) / dt - _EPS)) - 1)
+        if at_first == at_end:
+            return at_end + 1, at_end + 1
+        # Syncs of this step during which the oldest step is still in the window.
+        held = int(np.ceil((window + (n - 1) * sync - at_first * dt) / sync - _EPS))
+        return (at_first + 1 if 2 * min(max(held, 0), n) >= n else at_end + 1), at_end + 1
+
+    @property
+    def stabilization_steps(self) -> int:
+        """Decisions whose maximum a scale-down is held at during a step (the paid count)."""
+        return self._window_rows()[0]
+
+    @property
+    def stabilization_end_steps(self) -> int:
+        """Decisions in the window at the step's last sync (the count the next step starts
+        from)."""
+        return self._window_rows()[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,20 +126,73 @@ class Trajectory:
     ready: np.ndarray  # serving replicas, (S, T)
 
 
+def _within(ratio: np.ndarray, tolerance: float) -> np.ndarray:
+    """Kubernetes' ``Tolerances.isWithin``: ``1 - tolerance <= ratio <= 1 + tolerance`` (not
+    ``abs(ratio - 1) <= tolerance``, which float rounding puts outside at exactly 1.1)."""
+    return (ratio >= 1.0 - tolerance) & (ratio <= 1.0 + tolerance)
+
+
 def hpa_raw(
-    observed: np.ndarray, current: np.ndarray, usable: np.ndarray, tolerance: float
+    observed: np.ndarray,
+    current: np.ndarray,
+    usable: np.ndarray,
+    tolerance: float,
+    ready: np.ndarray | None = None,
 ) -> np.ndarray:
     """Kubernetes' ``ceil(current * ratio)`` with the tolerance band (unbounded); the vector
-    form of :func:`scaleahead.domain.scaling.reactive_replicas` with a known current count."""
-    ratio = np.maximum(observed, 0.0) / (current * usable)
-    within = np.abs(ratio - 1.0) <= tolerance
-    return np.where(within, current, ceil_replicas(current * ratio, 1.0))
+    form of :func:`scaleahead.domain.scaling.reactive_replicas` with a known current count.
+
+    Without ``ready``: ``replica_calculator.go`` ``GetExternalPerPodMetricReplicas`` (an
+    External or Object metric with an ``AverageValue`` target): ``ratio = total / (target per
+    pod x current)`` where ``current`` counts every pod, ready or starting
+    (``scale.Status.Replicas``); within ``1 +- tolerance`` the count stays, else
+    ``ceil(total / target per pod)``.
+
+    With ``ready`` (the pods serving; the others are starting): ``calcPlainMetricReplicas`` /
+    ``GetResourceReplicas`` (a Pods metric or CPU utilization, averaged over the pods that
+    report it): the ratio is over the ready pods, ``total / (target x ready)``; on a scale-up
+    (ratio > 1) with starting pods these count at 0 usage, i.e. the ratio over every pod, and
+    the count stays if that ratio is within the tolerance or below 1 (no change of direction).
+    Starting pods are unready (Pending, or not Ready within the CPU initialization period).
+    No ready pod: no metrics, the controller keeps the count."""
+    demand = np.maximum(observed, 0.0)
+    ratio = demand / (current * usable)
+    within = _within(ratio, tolerance)
+    plain = np.where(within, current, ceil_replicas(current * ratio, 1.0))
+    if ready is None:
+        return plain
+    ready = np.minimum(ready, current)
+    usage = demand / (np.maximum(ready, 1.0) * usable)
+    simple = np.where(
+        _within(usage, tolerance),
+        current,
+        ceil_replicas(np.maximum(ready, 1.0) * usage, 1.0),
+    )
+    rebalanced = np.where(within | (ratio < 1.0), current, np.maximum(plain, current))
+    out = np.where((current > ready) & (usage > 1.0), rebalanced, simple)
+    return np.where(ready < 1.0, current, out)
+
+
+def sync_scale_up_limit(current: np.ndarray, timing: Timing) -> np.ndarray:
+    """The most replicas one sync may scale up to from ``current``.
+
+    With ``behavior`` (``calculateScaleUpLimitWithScalingRules``, the ``Max`` select policy):
+    ``max(ceil(start x (1 + percent / 100)), start + pods)`` where ``start`` is the count at
+    the start of the 15 s period, i.e. ``current`` at a 15 s sync (the previous sync's event is
+    no longer ``After(now - period)``). Without (``calculateScaleUpLimit``):
+    ``max(2 x current, 4)``. Never below ``current``."""
+    current = np.asarray(current, dtype=float)
+    if not timing.behavior:
+        return np.maximum(current, np.maximum(2.0 * current, 4.0))
+    by_percent = np.ceil(current * (1 + timing.scale_up_percent / 100.0) - _EPS)
+    return np.maximum(current, np.maximum(by_percent, current + timing.scale_up_pods))
 
 
 def scale_up_limit(
     current: np.ndarray, timing: Timing, cap: np.ndarray, need: np.ndarray | None = None
 ) -> np.ndarray:
-    """The most replicas the default scale-up rate policies allow after one step's syncs.
+    """The most replicas the scale-up rate policies allow after one step's syncs
+    (:func:`sync_scale_up_limit` once per folded sync, capped at ``cap``).
 
     With ``need``, stops early once every service's limit reaches it: the limit only grows
     from sync to sync, so ``min(need, limit)`` is the same (the replay loop's hot path)."""
@@ -99,19 +200,32 @@ def scale_up_limit(
     for _ in range(timing.syncs_per_step):
         if need is not None and (limit >= need).all():
             break
-        limit = np.maximum(
-            np.floor(limit * (1 + timing.scale_up_percent / 100.0)), limit + timing.scale_up_pods
-        )
-        limit = np.minimum(limit, cap)
+        limit = np.minimum(sync_scale_up_limit(limit, timing), cap)
     return limit
 
 
-def ready_from_desired(desired: np.ndarray, initial: np.ndarray, delay_steps: int) -> np.ndarray:
-    """``ready[t] = min(desired[t - d .. t])``; before the replay the initial count was ready."""
+def ready_from_desired(
+    desired: np.ndarray,
+    initial: np.ndarray,
+    delay_steps: int,
+    released: np.ndarray | None = None,
+) -> np.ndarray:
+    """``ready[t] = min(desired[t - d .. t])``; before the replay the initial count was ready.
+
+    A scale-in deletes starting pods first (the ReplicaSet's ``ActivePods`` ordering: not-ready
+    before ready), so the pods that survive are the oldest and the ready ones at ``t`` are those
+    that lived through every count since ``t - d`` (a pod started at step ``s`` serves from
+    ``s + d``). ``released[:, t]``: the count step ``t`` ends with when it differs from the
+    count it paid for (:func:`run_controller`'s scale-down at the step's last sync); the pods it
+    deleted are not ready later."""
     ready = desired.copy()
-    for k in range(1, delay_steps + 1):
-        shifted = np.concatenate([np.repeat(initial[:, None], k, axis=1), desired[:, :-k]], axis=1)
+    ends = desired if released is None else np.minimum(desired, released)
+    n_steps = desired.shape[1]
+    for k in range(1, min(delay_steps, n_steps) + 1):
+        shifted = np.concatenate([np.repeat(initial[:, None], k, axis=1), ends[:, :-k]], axis=1)
         ready = np.minimum(ready, shifted)
+    if delay_steps >= n_steps:
+        ready = np.minimum(ready, initial[:, None])
     return ready
 
 
@@ -132,31 +246,107 @@ def run_controller(
     ``hold`` (:func:`predictive_floor` with a hysteresis), the predictive side scales in from
     the current count only as far as ``hold``: ``max(floor, min(current, hold))``, the
     scale-in hysteresis of :func:`scaleahead.domain.scaling.predictive_replicas`.
+
+    Per step, as the controller's syncs of that step would (docs/hpa-reference.md):
+
+    - the raw recommendation from the count the previous step ended with;
+    - ``behavior`` (``stabilizeRecommendationWithBehaviors``): a recommendation above the count
+      applies at once; below it, the count is clamped to the maximum recommendation in the
+      window (``min(current, max(window))``); without ``behavior``, the window's maximum;
+    - a scale-up is rate-limited sync by sync and re-evaluated at each new count (a count
+      within the tolerance band of the demand stops it);
+    - the step pays for the count held during most of its syncs; the previous steps'
+      recommendations leave the window at the step's last sync, so the next step starts from
+      the count the window allows then.
     """
     n_services, n_steps = demand.shape
     usable = fleet.capacity * hpa_target
     current = fleet.bound(ceil_replicas(last_train, usable)).astype(float)
     initial = current.copy()
-    window = np.repeat(current[None, :], timing.stabilization_steps, axis=0)
+    size, at_end = timing.stabilization_steps, timing.stabilization_end_steps
+    n_sync = timing.syncs_per_step
+    sync = timing.step_s / n_sync
+    window_s = timing.stabilization_s - _EPS
+    # Each step's recommendations: the first sync's (from the count the step started with) and
+    # the later syncs' (from the count it then held). A step ``a`` steps back is in the window
+    # at a step's first sync with its later syncs, with its first one while ``a dt < window``;
+    # at the step's last sync the last ``at_end`` steps are, their first syncs while
+    # ``a dt + (n - 1) sync < window``. Initially: recordInitialRecommendation.
+    first = np.repeat(current[None, :], size, axis=0)
+    later = first.copy()
+    paid_first = [a for a in range(1, size) if a * timing.step_s < window_s]
+    end_first = [a for a in range(at_end) if a * timing.step_s + (n_sync - 1) * sync < window_s]
+    # The oldest step leaves the window before the last sync unless the window is a multiple
+    # of the step.
+    early_release = n_sync > 1 and at_end * timing.step_s > timing.stabilization_s + _EPS
     desired = np.empty((n_services, n_steps))
+    released = np.empty((n_services, n_steps))
     observed = last_train
-    for t in range(n_steps):
-        raw = fleet.bound(hpa_raw(observed, current, usable, timing.tolerance))
+    # Pods metric: the pods ready at a step's decision lived through the counts the last
+    # ``delay_steps`` steps ended with (the initial ones were ready).
+    by_ready = timing.metric == "pods"
+    ends = np.repeat(current[None, :], max(1, timing.delay_steps), axis=0)
+    ready_now = current
+
+    def recommend(count: np.ndarray, t: int) -> np.ndarray:
+        ready = np.minimum(ready_now, count) if by_ready else None
+        raw = fleet.bound(hpa_raw(observed, count, usable, timing.tolerance, ready))
         if floor is not None:
             predictive = floor[:, t]
             if hold is not None:
-                predictive = np.maximum(predictive, np.minimum(current, hold[:, t]))
+                predictive = np.maximum(predictive, np.minimum(count, hold[:, t]))
             raw = np.maximum(raw, predictive)
-        window[t % timing.stabilization_steps] = raw
-        stabilized = window.max(axis=0)
-        nxt = np.minimum(
-            stabilized, scale_up_limit(current, timing, fleet.max_replicas, need=stabilized)
-        )
-        nxt = fleet.bound(nxt)
-        desired[:, t] = nxt
-        current = nxt
+        return raw
+
+    for t in range(n_steps):
+        if by_ready:
+            ready_now = ends.min(axis=0) if timing.delay_steps > 0 else current
+        raw = recommend(current, t)
+        slot = t % size
+        first[slot] = raw
+        held = raw
+        if size > 1:
+            held = np.maximum(held, later[[(t - a) % size for a in range(1, size)]].max(axis=0))
+        if paid_first:
+            held = np.maximum(held, first[[(t - a) % size for a in paid_first]].max(axis=0))
+        if timing.behavior:
+            target = np.where(raw > current, raw, np.minimum(current, held))
+        else:
+            target = held
+        count = np.minimum(target, current)  # a scale-down (or hold) applies at the first sync
+        grow = target > current
+        if grow.any():
+            count = np.where(grow, current, count)
+            for k in range(1, n_sync + 1):
+                if not grow.any():
+                    break
+                limit = np.minimum(sync_scale_up_limit(count, timing), fleet.max_replicas)
+                count = np.where(grow, np.minimum(target, limit), count)
+                # Sync k re-evaluates at the new count; without behavior the window's maximum
+                # (this step's first recommendation while it is in the window) still counts.
+                again = np.maximum(recommend(count, t), count)
+                if not timing.behavior and k * sync < window_s:
+                    again = np.maximum(again, target)
+                target = np.where(grow, again, target)
+                grow = target > count
+        count = fleet.bound(count)
+        desired[:, t] = count
+        # The step's later syncs recommend from the count it holds; at its last sync the count
+        # is clamped to the window then (a scale-down held by the window is released).
+        later[slot] = recommend(count, t)
+        end = later[[(t - a) % size for a in range(at_end)]].max(axis=0)
+        if end_first:
+            end = np.maximum(end, first[[(t - a) % size for a in end_first]].max(axis=0))
+        current = fleet.bound(np.minimum(count, end))
+        if early_release:
+            # Released before the step's last sync: the syncs after recommend from the
+            # released count (within the tolerance band: that count, which the window keeps).
+            later[slot] = np.maximum(later[slot], recommend(current, t))
+        released[:, t] = current
+        ends[t % len(ends)] = current
         observed = demand[:, t]
-    return Trajectory(desired, ready_from_desired(desired, initial, timing.delay_steps))
+    ready = ready_from_desired(desired, initial, timing.delay_steps, released)
+    return Trajectory(desired, ready)
 
 
 def oracle(demand: np.ndarray, fleet: Fleet, slo_target: float, timing: Timing) -> Trajectory:
@@ -300,26 +490,77 @@ def cost_matched_targets(
     replica_hours: np.ndarray,
     lo: float = 0.02,
     hi: float = 1.0,
-    iterations: int = 22,
+    iterations: int = 16,
+    start: int = 0,
+    grid: int = 64,
 ) -> tuple[np.ndarray, Trajectory]:
-    """Per-service bisection of the HPA target until its replica-hours match ``replica_hours``
-    (lower target = more replicas). Returns the targets and their trajectory; the bracket end
-    whose replica-hours are nearest the goal wins."""
+    """Per service, the lowest HPA target (the most replicas, so the least under-provisioning)
+    whose replica-hours do not exceed ``replica_hours``: the best reactive HPA that budget
+    buys. Returns the targets and their trajectory.
+
+    Replica-hours fall with the target but not strictly (the tolerance band makes the replay
+    path-dependent: a slightly higher target can sit at a higher count for hours), so a plain
+    bisection can stop at a local boundary. The targets on a ``grid`` over ``[lo, hi]`` are
+    replayed first; the lowest affordable one and the grid point below it (too costly) are then
+    bisected ``iterations`` times, keeping the affordable end: the result is within budget
+    and a target ``(hi - lo) / (grid - 1) / 2**iterations`` lower is not. ``lo`` when that is
+    affordable; ``hi`` (over budget) when nothing is. ``start``: replica-hours count from that
+    replay step on (the twin's judged window); the controller runs from the replay's start."""
     n = demand.shape[0]
-    low, high = np.full(n, lo), np.full(n, hi)
     step_h = timing.step_s / 3600.0
+    budget = np.asarray(replica_hours, dtype=float)
+
+    def hours(traj: Trajectory) -> np.ndarray:
+        return traj.desired[:, start:].sum(axis=1) * step_h
+
+    levels = np.linspace(lo, hi, max(2, grid))
+    affordable = np.zeros((n, len(levels)), dtype=bool)
+    per_run = max(1, 8192 // max(1, n))  # grid points replayed together (rows = n x points)
+    for first in range(0, len(levels), per_run):
+        chunk = levels[first : first + per_run]
+        k = len(chunk)
+        wide = Fleet(
+            np.repeat(fleet.capacity, k),
+            np.repeat(fleet.min_replicas, k),
+            np.repeat(fleet.max_replicas, k),
+        )
+        traj = run_controller(
+            np.repeat(demand, k, axis=0), np.repeat(last_train, k), wide, np.tile(chunk, n), timing
+        )
+        rh = hours(traj).reshape(n, k)
+        affordable[:, first : first + k] = rh <= budget[:, None]
+    some = affordable.any(axis=1)
+    lowest = np.argmax(affordable, axis=1)
+    high = np.where(some, levels[lowest], hi)
+    low = np.where(some & (lowest > 0), levels[np.maximum(lowest - 1, 0)], high)
     for _ in range(iterations):
-        mid = (low + high) / 2
-        rh = run_controller(demand, last_train, fleet, mid, timing).desired.sum(axis=1) * step_h
-        too_costly = rh > replica_hours
-        low = np.where(too_costly, mid, low)
-        high = np.where(too_costly, high, mid)
-    t_low = run_controller(demand, last_train, fleet, low, timing)
-    t_high = run_controller(demand, last_train, fleet, high, timing)
-    d_low = np.abs(t_low.desired.sum(axis=1) * step_h - replica_hours)
-    d_high = np.abs(t_high.desired.sum(axis=1) * step_h - replica_hours)
-    pick = d_high <= d_low
-    targets = np.where(pick, high, low)
-    desired = np.where(pick[:, None], t_high.desired, t_low.desired)
-    ready = np.where(pick[:, None], t_high.ready, t_low.ready)
-    return targets, Trajectory(desired, ready)
+        active = low < high
+        if not active.any():
+            break
+        mid = np.where(active, (low + high) / 2, high)
+        too_costly = hours(run_controller(demand, last_train, fleet, mid, timing)) > budget
+        low = np.where(active & too_costly, mid, low)
+        high = np.where(active & ~too_costly, mid, high)
+    return high, run_controller(demand, last_train, fleet, high, timing)
+
+
+def calibrated_peaks(
+    peaks: np.ndarray, demand: np.ndarray, lag: int, alpha: float, gamma: float, bound: float
+) -> np.ndarray:
+    """:mod:`scaleahead.domain.headroom` per step for every service: ``peaks x exp(theta)``.
+
+    The peak decided at step ``s`` is for the bucket ``s + lag`` (the start-up delay ahead);
+    it is realised once that bucket is complete, so step ``t`` has learnt from the decisions
+    up to ``t - lag - 1`` only (no look-ahead). NaN peaks (no forecast) learn nothing."""
+    n_series, n_steps = peaks.shape
+    theta = np.zeros(n_series)
+    thetas = np.zeros((n_series, n_steps))
+    for t in range(n_steps):
+        s = t - lag - 1
+        if s >= 0 and gamma > 0:
+            planned = peaks[:, s] * np.exp(thetas[:, s])
+            missed = (demand[:, s + lag] > planned).astype(float)
+            step = np.where(np.isnan(planned), 0.0, gamma * (missed - alpha))
+            theta = np.clip(theta + step, -bound, bound)
+        thetas[:, t] = theta
+    return peaks * np.exp(thetas)

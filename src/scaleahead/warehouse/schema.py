@@ -137,6 +137,28 @@ DDL: tuple[str, ...] = (
     )
     """,
     """
+    CREATE TABLE IF NOT EXISTS serving.scaling_modes (
+        run_id VARCHAR NOT NULL,
+        as_of TIMESTAMP NOT NULL,       -- end of the replayed history (the DAG's data interval)
+        service VARCHAR NOT NULL,
+        mode VARCHAR NOT NULL,          -- shadow | predictive | reactive
+        previous_mode VARCHAR,          -- the service's latest mode before this run; NULL: new
+        changed BOOLEAN NOT NULL,       -- mode != previous_mode (a new service: false)
+        reason VARCHAR NOT NULL,        -- scaleahead.domain.modes.ModeReason
+        window_start TIMESTAMP,         -- the evidence: the replayed steps (NULL: no evidence)
+        window_end TIMESTAMP,
+        evidence_days DOUBLE,
+        predictive_under_min DOUBLE,    -- predictive as if it had driven
+        matched_under_min DOUBLE,       -- the HPA given the same replica-hours
+        ratio DOUBLE,                   -- predictive / matched; NULL: neither short (or inf)
+        incidents INTEGER,              -- episodes the cost-matched HPA was short
+        shadow_days DOUBLE,             -- the stay in shadow so far (the trial); NULL: none
+        minutes_saved DOUBLE,           -- matched_under_min - predictive_under_min
+        extra_replica_hours DOUBLE,     -- predictive - default HPA replica-hours
+        created_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
     CREATE TABLE IF NOT EXISTS quality.quality_results (
         run_id VARCHAR NOT NULL,
         suite VARCHAR NOT NULL,
