@@ -247,8 +247,8 @@ def test_decisions_are_history_and_reruns_replace(settings: Settings) -> None:
     assert runner.invoke(app, ["modes", "guard", "--help"]).exit_code == 0
 
     # The trial: a shadow service is promoted only early in its stay in shadow (counted from
-    # its first judged decision) or once the stay has lasted a whole window.
-    rule = GuardRule(promote_within_days=1.0, window_days=14.0)
+    # its first judged decision) or, with a re-trial, once the stay has lasted that long.
+    rule = GuardRule(promote_within_days=1.0, window_days=14.0, retrial_days=14.0)
     t0 = D1 + timedelta(days=30)
     for day, evidence in ((0, ev(60, 40)), (1, ev(60, 40)), (2, ev(10, 40)), (14, ev(10, 40))):
         _store(settings, t0 + timedelta(days=day), {"t": evidence}, services=("t",), rule=rule)

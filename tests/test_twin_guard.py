@@ -182,7 +182,7 @@ def test_decide_mode_rules() -> None:
 
 
 def test_the_trial_promotes_early_or_after_a_whole_fresh_window() -> None:
-    rule = GuardRule(promote_ratio=0.9, min_incidents=1, promote_within_days=1.0, window_days=14)
+    rule = GuardRule(promote_ratio=0.9, min_incidents=1, promote_within_days=1.0, retrial_days=14.0)
     win = {"days": 3.0, "predictive_under_min": 10.0, "matched_under_min": 100.0, "incidents": 4}
     assert decide_mode(None, Evidence(**win), rule).mode is ScalingMode.PREDICTIVE
     assert decide_mode("shadow", Evidence(**win, shadow_days=1.0), rule).mode is (
@@ -192,4 +192,8 @@ def test_the_trial_promotes_early_or_after_a_whole_fresh_window() -> None:
     assert late.mode is ScalingMode.SHADOW and late.reason.value == "trial_over"
     assert decide_mode("shadow", Evidence(**win, shadow_days=14.0), rule).mode is (
         ScalingMode.PREDICTIVE
+    )
+    once = GuardRule(promote_ratio=0.9, min_incidents=1, promote_within_days=1.0)
+    assert decide_mode("shadow", Evidence(**win, shadow_days=14.0), once).mode is (
+        ScalingMode.SHADOW
     )

@@ -119,8 +119,9 @@ class Settings(BaseSettings):
     guard_min_incidents: int = _modes.DEFAULT_MIN_INCIDENTS
     guard_window_days: float = _modes.DEFAULT_WINDOW_DAYS
     # The trial: a shadow service is promoted only while its stay in shadow is at most this many
-    # days old, or once it has lasted a whole window; None: any time.
+    # days old (None: any time), or, with guard_retrial_days, once it has lasted that long.
     guard_promote_within_days: float | None = _modes.DEFAULT_PROMOTE_WITHIN_DAYS
+    guard_retrial_days: float | None = None
     # "wall": now is the wall clock (production). "data": now is the end of the latest actual
     # bucket, for replaying historical or synthetic data (the demo).
     scaling_clock: str = "wall"
@@ -162,7 +163,7 @@ class Settings(BaseSettings):
             out[str(service)] = mode
         return out
 
-    @field_validator("guard_promote_within_days", mode="before")
+    @field_validator("guard_promote_within_days", "guard_retrial_days", mode="before")
     @classmethod
     def _no_trial(cls, value: object) -> object:
         # SCALEAHEAD_GUARD_PROMOTE_WITHIN_DAYS=none (or null, or empty): no trial.
@@ -183,6 +184,7 @@ class Settings(BaseSettings):
             min_incidents=self.guard_min_incidents,
             window_days=self.guard_window_days,
             promote_within_days=self.guard_promote_within_days,
+            retrial_days=self.guard_retrial_days,
         )
 
     @property

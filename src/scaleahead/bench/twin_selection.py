@@ -24,10 +24,13 @@ from scaleahead.domain.modes import GuardRule
 from scaleahead.twin import guard, sim
 from scaleahead.twin.runner import Prepared, TwinConfig, judged_start
 
-HEADROOM = ((0.05, 0.0), (0.05, 0.005), (0.05, 0.01))  # (alpha, gamma); gamma 0: off
+HEADROOM = ((0.05, 0.0), (0.05, 0.01))  # (alpha, gamma); gamma 0: off
 RULES = tuple(
-    GuardRule(promote_ratio=p, demote_ratio=d, min_incidents=i, promote_within_days=w)
-    for p, d, i, w in product((0.5, 0.7, 0.9), (1.0, 1.5), (1, 2), (None, 1.0))
+    GuardRule(
+        promote_ratio=p, demote_ratio=d, min_incidents=i, promote_within_days=w, retrial_days=r
+    )
+    for p, d, i, w, r in product((0.5, 0.7, 0.9), (1.0, 1.5), (1, 2), (None, 1.0), (None, 14.0))
+    if w is not None or r is None  # a re-trial only means something after a trial
 )
 Candidate = tuple[tuple[float, float], GuardRule]
 

@@ -45,7 +45,7 @@ class ModeReason(StrEnum):
 
 # Defaults: chosen by leave-one-trace-out over the twin's traces (``scaleahead bench twin``,
 # ``guard_selection`` in benchmarks/results/twin.json); the selection is reported there.
-DEFAULT_PROMOTE_RATIO = 0.9
+DEFAULT_PROMOTE_RATIO = 0.7
 DEFAULT_DEMOTE_RATIO = 1.5
 DEFAULT_MIN_DAYS = 1.0
 DEFAULT_MIN_INCIDENTS = 1
@@ -69,11 +69,13 @@ class GuardRule:
     min_incidents: int = DEFAULT_MIN_INCIDENTS
     window_days: float = DEFAULT_WINDOW_DAYS
     # The trial: promote only while the service's current stay in shadow is at most this many
-    # days old (None: any time), and again once it has lasted a whole window (a fresh window of
-    # shadow evidence). Measured on the twin: services promoted after days in shadow lost to the
-    # HPA given the same replica-hours over the period (they paid those days at the default
-    # HPA's shortfall), and late wins were mostly noise (``guard_selection`` in twin.json).
+    # days old (None: any time), or, with ``retrial_days``, once the stay has lasted that long.
+    # Measured on the twin: services promoted after days in shadow lost to the HPA given the
+    # same replica-hours over the period (they paid those days at the default HPA's shortfall),
+    # and late wins were mostly noise (``guard_selection`` in twin.json). A service whose trial
+    # is over stays in shadow until a pin to ``reactive`` is removed (a new trial).
     promote_within_days: float | None = DEFAULT_PROMOTE_WITHIN_DAYS
+    retrial_days: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.promote_ratio <= self.demote_ratio:
@@ -171,7 +173,9 @@ def decide_mode(
 def _in_trial(shadow_days: float | None, rule: GuardRule) -> bool:
     if rule.promote_within_days is None or shadow_days is None:
         return True
-    return shadow_days <= rule.promote_within_days or shadow_days >= rule.window_days
+    if shadow_days <= rule.promote_within_days:
+        return True
+    return rule.retrial_days is not None and shadow_days >= rule.retrial_days
 
 
 def count_incidents(short: list[bool] | tuple[bool, ...]) -> int:

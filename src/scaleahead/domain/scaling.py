@@ -40,7 +40,8 @@ Rules (documented in README "Scaling policy"):
    ``replicas`` with ``mode="reactive"`` and reason ``scaling_mode_reactive``; ``predictive``
    applies rules 1-4.
 6. :class:`Stabilizer`: the applied value is the maximum of the raw recommendations within the
-   stabilization window (default 300 s), so scale-out is immediate and scale-in waits.
+   stabilization window (default 300 s), so scale-out is immediate and scale-in waits; given the
+   current count, Kubernetes' ``behavior`` rule ``min(current, max)`` below it.
 7. The result is always within ``[min_replicas, max_replicas]`` and ``min_replicas >= 1``:
    never zero, never an exception for missing data.
 """

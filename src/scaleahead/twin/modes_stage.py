@@ -234,6 +234,7 @@ def replay_evidence(
         guard_min_incidents=rule.min_incidents,
         guard_window_days=rule.window_days,
         guard_promote_within_days=rule.promote_within_days,
+        guard_retrial_days=rule.retrial_days,
     )
     ids = sorted(demand[ID].unique())
     capacity, lo, hi = _bounds(ids, services, cfg)
@@ -313,6 +314,7 @@ def run_guard(settings: Settings | None = None, as_of: datetime | None = None) -
             "min_incidents": rule.min_incidents,
             "window_days": rule.window_days,
             "promote_within_days": rule.promote_within_days,
+            "retrial_days": rule.retrial_days,
         },
         seconds=round(time.perf_counter() - started, 2),
     )

@@ -71,6 +71,7 @@ class TwinConfig(BaseModel):
     guard_min_incidents: int = Field(guard_rules.DEFAULT_MIN_INCIDENTS, ge=0)
     guard_window_days: float = Field(guard_rules.DEFAULT_WINDOW_DAYS, gt=0)
     guard_promote_within_days: float | None = Field(guard_rules.DEFAULT_PROMOTE_WITHIN_DAYS, ge=0)
+    guard_retrial_days: float | None = Field(None, ge=0)
 
     # Online headroom calibration of the scaling quantile (scaleahead.domain.headroom).
     headroom_alpha: float = Field(headroom.DEFAULT_ALPHA, gt=0, lt=1)
@@ -84,6 +85,7 @@ class TwinConfig(BaseModel):
             min_incidents=self.guard_min_incidents,
             window_days=self.guard_window_days,
             promote_within_days=self.guard_promote_within_days,
+            retrial_days=self.guard_retrial_days,
         )
 
     @classmethod

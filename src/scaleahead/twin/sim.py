@@ -6,17 +6,23 @@ much as one. The per-step rules are the scalar ones of :mod:`scaleahead.domain.s
 (``reactive_replicas``, ``recommend``'s ``max(predictive, reactive)``, ``Stabilizer``); the
 tests check the two agree step by step.
 
-Timing model (per trace step of ``dt`` seconds; the HPA's 15 s sync is folded into the step):
+Timing model (per trace step of ``dt`` seconds; the HPA's 15 s syncs are folded into the step;
+docs/hpa-reference.md compares each rule with Kubernetes' controller):
 
 - the controller decides at the start of step ``t`` from the demand of step ``t - 1`` (the last
-  complete bucket: no look-ahead);
+  complete bucket: no look-ahead), from the count step ``t - 1`` ended with;
 - the decided count is paid for at once (starting replicas cost money) but a replica only
   serves ``delay_steps = ceil(startup_delay / dt)`` steps later; scale-in removes starting
-  replicas first (as a ReplicaSet does), so ``ready[t] = min(desired[t - delay_steps .. t])``;
-- scale-down stabilization keeps the maximum raw recommendation of the last
-  ``floor(window / dt) + 1`` decisions (the window reaches back into the previous bucket's syncs);
-- scale-up rate policy (Kubernetes default: max(100 %, 4 pods) per 15 s) is applied once per
-  folded sync; the default scale-down policy (100 % per 15 s) never binds above min replicas.
+  replicas first (as a ReplicaSet does), so ``ready[t]`` is the minimum of the counts since
+  ``t - delay_steps``;
+- scale-down stabilization (``behavior`` defaults): below the current count the count is held
+  at the maximum recommendation of the window (``min(current, max)``); the step pays for the
+  count held during most of its syncs and the recommendations that leave the window during the
+  step (at its last sync when the window is a multiple of the step) release the count the next
+  step starts from;
+- scale-up rate policy (default: max(+100 %, +4 pods) per 15 s) applied sync by sync, each sync
+  re-evaluating the HPA at the new count; the default scale-down policy (100 % per 15 s) never
+  binds above min replicas.
 """
 
 from __future__ import annotations
@@ -288,9 +294,13 @@ def run_controller(
     ends = np.repeat(current[None, :], max(1, timing.delay_steps), axis=0)
     ready_now = current
 
+    lo, hi = fleet.min_replicas, fleet.max_replicas
+
     def recommend(count: np.ndarray, t: int) -> np.ndarray:
         ready = np.minimum(ready_now, count) if by_ready else None
-        raw = fleet.bound(hpa_raw(observed, count, usable, timing.tolerance, ready))
+        raw = np.minimum(
+            np.maximum(hpa_raw(observed, count, usable, timing.tolerance, ready), lo), hi
+        )
         if floor is not None:
             predictive = floor[:, t]
             if hold is not None:
@@ -298,6 +308,13 @@ def run_controller(
             raw = np.maximum(raw, predictive)
         return raw
 
+    def rows(slot: int, ages: list[int] | range) -> np.ndarray:
+        return np.array([(slot - a) % size for a in ages], dtype=int)
+
+    paid_later = [rows(slot, range(1, size)) for slot in range(size)]
+    paid_earlier = [rows(slot, paid_first) for slot in range(size)]
+    end_later = [rows(slot, range(at_end)) for slot in range(size)]
+    end_earlier = [rows(slot, end_first) for slot in range(size)]
     for t in range(n_steps):
         if by_ready:
             ready_now = ends.min(axis=0) if timing.delay_steps > 0 else current
@@ -306,9 +323,9 @@ def run_controller(
         first[slot] = raw
         held = raw
         if size > 1:
-            held = np.maximum(held, later[[(t - a) % size for a in range(1, size)]].max(axis=0))
+            held = np.maximum(held, later[paid_later[slot]].max(axis=0))
         if paid_first:
-            held = np.maximum(held, first[[(t - a) % size for a in paid_first]].max(axis=0))
+            held = np.maximum(held, first[paid_earlier[slot]].max(axis=0))
         if timing.behavior:
             target = np.where(raw > current, raw, np.minimum(current, held))
         else:
@@ -329,15 +346,15 @@ def run_controller(
                     again = np.maximum(again, target)
                 target = np.where(grow, again, target)
                 grow = target > count
-        count = fleet.bound(count)
-        desired[:, t] = count
+        desired[:, t] = count  # within bounds: raw, current and the limit are
         # The step's later syncs recommend from the count it holds; at its last sync the count
         # is clamped to the window then (a scale-down held by the window is released).
-        later[slot] = recommend(count, t)
-        end = later[[(t - a) % size for a in range(at_end)]].max(axis=0)
+        changed = count != current
+        later[slot] = np.where(changed, recommend(count, t), raw) if changed.any() else raw
+        end = later[end_later[slot]].max(axis=0)
         if end_first:
-            end = np.maximum(end, first[[(t - a) % size for a in end_first]].max(axis=0))
-        current = fleet.bound(np.minimum(count, end))
+            end = np.maximum(end, first[end_earlier[slot]].max(axis=0))
+        current = np.minimum(count, end)
         if early_release:
             # Released before the step's last sync: the syncs after recommend from the
             # released count (within the tolerance band: that count, which the window keeps).
