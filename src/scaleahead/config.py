@@ -177,15 +177,7 @@ class Settings(BaseSettings):
         return self
 
     def guard_rule(self) -> _modes.GuardRule:
-        return _modes.GuardRule(
-            promote_ratio=self.guard_promote_ratio,
-            demote_ratio=self.guard_demote_ratio,
-            min_days=self.guard_min_days,
-            min_incidents=self.guard_min_incidents,
-            window_days=self.guard_window_days,
-            promote_within_days=self.guard_promote_within_days,
-            retrial_days=self.guard_retrial_days,
-        )
+        return _modes.GuardRule.from_prefixed(self)
 
     @property
     def scaling_mode_pins(self) -> dict[str, str]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 
 
@@ -76,6 +76,12 @@ class GuardRule:
     # is over stays in shadow until a pin to ``reactive`` is removed (a new trial).
     promote_within_days: float | None = DEFAULT_PROMOTE_WITHIN_DAYS
     retrial_days: float | None = None
+
+    @classmethod
+    def from_prefixed(cls, source: object, prefix: str = "guard_") -> GuardRule:
+        """The rule from an object holding each field as ``<prefix><field>`` (the settings,
+        the twin's config)."""
+        return cls(**{f.name: getattr(source, prefix + f.name) for f in fields(cls)})
 
     def __post_init__(self) -> None:
         if not 0 <= self.promote_ratio <= self.demote_ratio:

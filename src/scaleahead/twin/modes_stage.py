@@ -21,7 +21,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +39,7 @@ from scaleahead.domain.modes import (
 )
 from scaleahead.forecasting.config import ForecastingError
 from scaleahead.warehouse import connect
+from scaleahead.warehouse.partitions import demand_end, replace_as_of
 
 log = logging.getLogger("scaleahead.twin")
 
@@ -200,20 +201,7 @@ def decision_rows(
 
 def write_rows(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame, as_of: datetime) -> None:
     """Replace the rows of ``as_of`` with ``rows`` in one transaction."""
-    con.register("_mode_rows", rows)
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute(f"DELETE FROM {TABLE} WHERE as_of = $as_of", {"as_of": as_of})
-        con.execute(
-            f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) "
-            f"SELECT {', '.join(COLUMNS)} FROM _mode_rows"
-        )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.unregister("_mode_rows")
+    replace_as_of(con, TABLE, COLUMNS, rows, as_of)
 
 
 def replay_evidence(
@@ -227,15 +215,7 @@ def replay_evidence(
 
     if demand.empty:
         return {}
-    cfg = TwinConfig(
-        guard_promote_ratio=rule.promote_ratio,
-        guard_demote_ratio=rule.demote_ratio,
-        guard_min_days=rule.min_days,
-        guard_min_incidents=rule.min_incidents,
-        guard_window_days=rule.window_days,
-        guard_promote_within_days=rule.promote_within_days,
-        guard_retrial_days=rule.retrial_days,
-    )
+    cfg = TwinConfig(**{f"guard_{k}": v for k, v in asdict(rule).items()})
     ids = sorted(demand[ID].unique())
     capacity, lo, hi = _bounds(ids, services, cfg)
     cfg = cfg.model_copy(update={"capacity_per_replica": capacity or None})
@@ -270,11 +250,9 @@ def run_guard(settings: Settings | None = None, as_of: datetime | None = None) -
     rule = settings.guard_rule()
     started = time.perf_counter()
     with connect(read_only=True, path=settings.warehouse_path) as con:
+        as_of = as_of or demand_end(con)
         if as_of is None:
-            (latest,) = con.execute("SELECT max(ds) FROM marts.service_demand_5m").fetchone()
-            if latest is None:
-                return {"status": "skipped", "reason": "the demand mart is empty", "services": 0}
-            as_of = latest + timedelta(minutes=5)
+            return {"status": "skipped", "reason": "the demand mart is empty", "services": 0}
         end = _naive_utc(as_of)
         start = end - timedelta(days=rule.window_days)
         demand = read_demand(con, start, end)

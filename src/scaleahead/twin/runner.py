@@ -78,15 +78,7 @@ class TwinConfig(BaseModel):
     headroom_gamma: float = Field(headroom.DEFAULT_GAMMA, ge=0)
 
     def guard_rule(self) -> GuardRule:
-        return GuardRule(
-            promote_ratio=self.guard_promote_ratio,
-            demote_ratio=self.guard_demote_ratio,
-            min_days=self.guard_min_days,
-            min_incidents=self.guard_min_incidents,
-            window_days=self.guard_window_days,
-            promote_within_days=self.guard_promote_within_days,
-            retrial_days=self.guard_retrial_days,
-        )
+        return GuardRule.from_prefixed(self)
 
     @classmethod
     def load(cls, path: Path | None) -> TwinConfig:

@@ -23,6 +23,7 @@ from scaleahead.config import Settings, get_settings
 from scaleahead.twin.runner import DS, ID, POLICIES, TwinConfig, TwinResult, Y, simulate_frame
 from scaleahead.twin.verdicts import service_verdicts
 from scaleahead.warehouse import connect
+from scaleahead.warehouse.partitions import demand_end, replace_as_of
 
 log = logging.getLogger("scaleahead.twin")
 
@@ -131,11 +132,9 @@ def run_twin(
     cfg = config or TwinConfig()
     started = time.perf_counter()
     with connect(read_only=True, path=settings.warehouse_path) as con:
+        as_of = as_of or demand_end(con)
         if as_of is None:
-            (latest,) = con.execute("SELECT max(ds) FROM marts.service_demand_5m").fetchone()
-            if latest is None:
-                return {"status": "skipped", "reason": "the demand mart is empty", "services": 0}
-            as_of = latest + timedelta(minutes=5)
+            return {"status": "skipped", "reason": "the demand mart is empty", "services": 0}
         end = _naive_utc(as_of)
         start = end - timedelta(days=days)
         demand = read_demand(con, start, end)
@@ -157,20 +156,7 @@ def run_twin(
     run_id = f"twin-{end:%Y%m%dT%H%M}-{uuid.uuid4().hex[:8]}"
     rows = result_rows(result, run_id, end, start, now)
     with connect(path=settings.warehouse_path) as con:
-        con.register("_twin_rows", rows)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute(f"DELETE FROM {TABLE} WHERE as_of = $as_of", {"as_of": end})
-            con.execute(
-                f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) "
-                f"SELECT {', '.join(COLUMNS)} FROM _twin_rows"
-            )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            con.unregister("_twin_rows")
+        replace_as_of(con, TABLE, COLUMNS, rows, end)
     summary = result.summary()
     report = {
         "status": "ok",
