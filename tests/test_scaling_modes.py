@@ -167,7 +167,7 @@ def _store(
     """One guard run on hand-made evidence, as run_guard decides and writes it."""
     with connect(path=settings.warehouse_path) as con:
         previous = modes_stage.previous_modes(con, as_of)
-        stays = modes_stage.shadow_stays(con, as_of)
+        stays = modes_stage.shadow_stays(con, as_of, rule.trial_waits_for_evidence)
         decisions = modes_stage.decide_all(
             services, evidence, previous, rule, pins or {}, as_of, stays
         )
@@ -260,6 +260,25 @@ def test_decisions_are_history_and_reruns_replace(settings: Settings) -> None:
         "trial_over",  # a win two days in: not promoted
         "predictive_wins",  # a whole window of shadow: the trial opens again
     ]
+
+    # A trial that waits for evidence counts from the first decision with enough incidents: a
+    # service whose first days had none is still judged once (``w``); without it, not (``n``).
+    for name, waits, t0 in (
+        ("w", True, D1 + timedelta(days=60)),
+        ("n", False, D1 + timedelta(days=70)),
+    ):
+        # (a run replaces its as_of's rows: each service runs on its own days)
+        rule = GuardRule(promote_within_days=1.0, trial_waits_for_evidence=waits)
+        for day, evidence in ((0, ev(0, 0, incidents=0)), (1, ev(0, 0, incidents=0)),
+                              (3, ev(10, 40)), (5, ev(10, 40))):  # fmt: skip
+            _store(
+                settings, t0 + timedelta(days=day), {name: evidence}, services=(name,), rule=rule
+            )
+    waited = _table(settings).query("service == 'w'")
+    assert list(waited.reason) == [
+        "insufficient_evidence", "insufficient_evidence", "predictive_wins", "still_winning",
+    ]  # fmt: skip
+    assert _table(settings).query("service == 'n'").reason.iloc[2] == "trial_over"
 
 
 def _mart(settings: Settings, demand: pd.DataFrame) -> None:

@@ -197,3 +197,31 @@ def test_the_trial_promotes_early_or_after_a_whole_fresh_window() -> None:
     assert decide_mode("shadow", Evidence(**win, shadow_days=14.0), once).mode is (
         ScalingMode.SHADOW
     )
+
+
+def test_a_trial_that_waits_for_evidence_judges_a_service_quiet_at_first() -> None:
+    # Two quiet days (flat demand: nobody is short, no evidence), then the bursts begin.
+    days = 7
+    demand = _bursty(days, 6)
+    demand[:, : 3 * DAY] = 40.0
+    replay = demand[:, DAY:]
+    good = np.concatenate([replay[:, 1:], replay[:, -1:]], axis=1) * 1.05
+    prep = _prepared(demand, good)
+    waits = replay_policies(
+        prep, TwinConfig(headroom_gamma=0.0, guard_trial_waits_for_evidence=True)
+    )
+    plain = replay_policies(prep, TwinConfig(headroom_gamma=0.0))
+    assert waits.modes is not None and plain.modes is not None
+    assert not waits.modes[0, :DAY].any() and waits.modes[0, -DAY:].all()  # promoted later
+    assert not plain.modes.any()  # the trial was the quiet first day
+
+
+def test_the_guard_task_replay_reads_what_the_full_replay_does() -> None:
+    demand = _bursty(5, 7)
+    replay = demand[:, DAY:]
+    prep = _prepared(demand, np.concatenate([replay[:, 1:], replay[:, -1:]], axis=1))
+    full = replay_policies(prep, TwinConfig(headroom_gamma=0.0))
+    lean = replay_policies(prep, TwinConfig(headroom_gamma=0.0), evidence_only=True)
+    assert set(lean.metrics) == {"reactive", guard.UNGUARDED, guard.MATCHED_UNGUARDED}
+    assert lean.modes is None
+    assert guard.service_evidence(lean) == guard.service_evidence(full)

@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     # days old (None: any time), or, with guard_retrial_days, once it has lasted that long.
     guard_promote_within_days: float | None = _modes.DEFAULT_PROMOTE_WITHIN_DAYS
     guard_retrial_days: float | None = None
+    # The trial counts from the first decision with enough evidence (days, incidents).
+    guard_trial_waits_for_evidence: bool = _modes.DEFAULT_TRIAL_WAITS_FOR_EVIDENCE
     # "wall": now is the wall clock (production). "data": now is the end of the latest actual
     # bucket, for replaying historical or synthetic data (the demo).
     scaling_clock: str = "wall"

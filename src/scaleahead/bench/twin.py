@@ -183,7 +183,7 @@ def _guard_task(settings: Settings, n: int) -> dict[str, float]:
     twin (the stage's 70 / 30 split), take the evidence, decide every mode."""
     df = synthetic_services(n, 14, seed=21)
     t0 = time.perf_counter()
-    result = simulate_frame(df, TwinConfig(), settings)
+    result = simulate_frame(df, TwinConfig(), settings, evidence_only=True)
     rule = TwinConfig().guard_rule()
     decisions = [decide_mode(None, e, rule) for e in service_evidence(result)]
     seconds = time.perf_counter() - t0

@@ -51,6 +51,7 @@ DEFAULT_MIN_DAYS = 1.0
 DEFAULT_MIN_INCIDENTS = 1
 DEFAULT_WINDOW_DAYS = 14.0
 DEFAULT_PROMOTE_WITHIN_DAYS = 1.0
+DEFAULT_TRIAL_WAITS_FOR_EVIDENCE = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,10 @@ class GuardRule:
     # is over stays in shadow until a pin to ``reactive`` is removed (a new trial).
     promote_within_days: float | None = DEFAULT_PROMOTE_WITHIN_DAYS
     retrial_days: float | None = None
+    # True: the trial counts from the first decision with enough evidence (days, incidents), so
+    # a service whose first days had no incident is still judged once; False: from the first
+    # decision with any evidence.
+    trial_waits_for_evidence: bool = DEFAULT_TRIAL_WAITS_FOR_EVIDENCE
 
     @classmethod
     def from_prefixed(cls, source: object, prefix: str = "guard_") -> GuardRule:

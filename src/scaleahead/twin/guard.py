@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scaleahead.domain.modes import Evidence, GuardRule, ScalingMode, decide_mode
+from scaleahead.domain.modes import Evidence, GuardRule, ModeReason, ScalingMode, decide_mode
 from scaleahead.twin import sim
 
 if TYPE_CHECKING:
     from scaleahead.twin.runner import TwinResult
 
 UNGUARDED = "predictive_unguarded"
+INSUFFICIENT = ModeReason.INSUFFICIENT_EVIDENCE
 MATCHED_UNGUARDED = "reactive_cost_matched_unguarded"
 _EPS = 1e-9
 
@@ -166,7 +167,10 @@ def guarded_modes(
                 shadow_days=(tau - shadow_since[i]) * timing.step_s / 86400.0,
             )
             decision = decide_mode(state[i], evidence, rule)
-            if decision.mode is not ScalingMode.PREDICTIVE and state[i] is ScalingMode.PREDICTIVE:
+            if decision.mode is not ScalingMode.PREDICTIVE and (
+                state[i] is ScalingMode.PREDICTIVE
+                or (rule.trial_waits_for_evidence and decision.reason is INSUFFICIENT)
+            ):
                 shadow_since[i] = tau
             state[i] = decision.mode
             modes[i, tau : tau + period_steps] = decision.mode is ScalingMode.PREDICTIVE

@@ -79,25 +79,29 @@ def previous_modes(con: duckdb.DuckDBPyConnection, before: datetime) -> dict[str
     return dict(rows)
 
 
-def shadow_stays(con: duckdb.DuckDBPyConnection, before: datetime) -> dict[str, datetime]:
+def shadow_stays(
+    con: duckdb.DuckDBPyConnection, before: datetime, waits_for_evidence: bool = False
+) -> dict[str, datetime]:
     """For each service in shadow at its latest run before ``before``: the ``as_of`` of the first
-    decision with evidence of its current stay in shadow (the rows since its last other mode).
-    The trial (``GuardRule.promote_within_days``) counts from there; a service in shadow with no
-    evidence yet is missing (its first judged decision is its trial)."""
+    decision with evidence of its current stay in shadow (the rows since its last other mode),
+    with ``waits_for_evidence`` (``GuardRule.trial_waits_for_evidence``) the first with enough
+    evidence. The trial (``GuardRule.promote_within_days``) counts from there; a service in
+    shadow with no such decision yet is missing (its next judged decision is its trial)."""
     try:
         rows = con.execute(
             f"""
-            WITH h AS (SELECT service, as_of, mode, evidence_days FROM {TABLE}
+            WITH h AS (SELECT service, as_of, mode, reason, evidence_days FROM {TABLE}
                        WHERE as_of < $before),
             other AS (SELECT service, max(as_of) AS as_of FROM h WHERE mode <> 'shadow'
                       GROUP BY service)
             SELECT h.service, min(h.as_of)
             FROM h LEFT JOIN other ON h.service = other.service
             WHERE h.mode = 'shadow' AND h.evidence_days IS NOT NULL
+              AND (NOT $waits OR h.reason <> 'insufficient_evidence')
               AND (other.as_of IS NULL OR h.as_of > other.as_of)
             GROUP BY h.service
             """,
-            {"before": before},
+            {"before": before, "waits": waits_for_evidence},
         ).fetchall()
     except duckdb.CatalogException:
         return {}
@@ -219,7 +223,9 @@ def replay_evidence(
     ids = sorted(demand[ID].unique())
     capacity, lo, hi = _bounds(ids, services, cfg)
     cfg = cfg.model_copy(update={"capacity_per_replica": capacity or None})
-    result = simulate_frame(demand[[ID, DS, Y]], cfg, settings, min_replicas=lo, max_replicas=hi)
+    result = simulate_frame(
+        demand[[ID, DS, Y]], cfg, settings, min_replicas=lo, max_replicas=hi, evidence_only=True
+    )
     first = demand.groupby(ID)[DS].min()
     step = timedelta(seconds=float(result.details["step_s"]))
     return {
@@ -258,7 +264,7 @@ def run_guard(settings: Settings | None = None, as_of: datetime | None = None) -
         demand = read_demand(con, start, end)
         dimension = read_services(con)
         previous = previous_modes(con, end)
-        stays = shadow_stays(con, end)
+        stays = shadow_stays(con, end, rule.trial_waits_for_evidence)
     services = sorted(set(demand["unique_id"]) | set(dimension["service"].dropna()))
     if not services:
         return {"status": "skipped", "reason": f"no service in [{start}, {end})", "services": 0}
@@ -285,15 +291,7 @@ def run_guard(settings: Settings | None = None, as_of: datetime | None = None) -
         services=len(services),
         services_with_evidence=len(evidence),
         replay_skipped=skipped,
-        rule={
-            "promote_ratio": rule.promote_ratio,
-            "demote_ratio": rule.demote_ratio,
-            "min_days": rule.min_days,
-            "min_incidents": rule.min_incidents,
-            "window_days": rule.window_days,
-            "promote_within_days": rule.promote_within_days,
-            "retrial_days": rule.retrial_days,
-        },
+        rule=asdict(rule),
         seconds=round(time.perf_counter() - started, 2),
     )
     log.info(

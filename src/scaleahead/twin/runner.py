@@ -35,6 +35,7 @@ POLICIES = (
     "oracle",
 )
 ID, DS, Y = "unique_id", "ds", "y"
+MATCHED = guard.MATCHED_UNGUARDED
 
 
 class TwinConfig(BaseModel):
@@ -72,10 +73,12 @@ class TwinConfig(BaseModel):
     guard_window_days: float = Field(guard_rules.DEFAULT_WINDOW_DAYS, gt=0)
     guard_promote_within_days: float | None = Field(guard_rules.DEFAULT_PROMOTE_WITHIN_DAYS, ge=0)
     guard_retrial_days: float | None = Field(None, ge=0)
+    guard_trial_waits_for_evidence: bool = guard_rules.DEFAULT_TRIAL_WAITS_FOR_EVIDENCE
 
-    # Online headroom calibration of the scaling quantile (scaleahead.domain.headroom).
+    # Online headroom calibration of the scaling quantile (scaleahead.domain.headroom); off
+    # (gamma 0) because leave-one-trace-out chose it off (``guard_selection`` in twin.json).
     headroom_alpha: float = Field(headroom.DEFAULT_ALPHA, gt=0, lt=1)
-    headroom_gamma: float = Field(headroom.DEFAULT_GAMMA, ge=0)
+    headroom_gamma: float = Field(0.0, ge=0)
 
     def guard_rule(self) -> GuardRule:
         return GuardRule.from_prefixed(self)
@@ -332,11 +335,17 @@ def judged_start(n_steps: int, step_s: float, cfg: TwinConfig) -> int:
 
 
 def replay_policies(
-    prep: Prepared, cfg: TwinConfig | None = None, rule: GuardRule | None = None
+    prep: Prepared,
+    cfg: TwinConfig | None = None,
+    rule: GuardRule | None = None,
+    evidence_only: bool = False,
 ) -> TwinResult:
     """Every policy on the prepared forecasts. ``predictive`` is the guarded policy a user gets
     (a new service starting in shadow, the guard deciding on the replay so far); the policy
-    without the guard is ``predictive_unguarded``. Each has its own cost-matched HPA."""
+    without the guard is ``predictive_unguarded``. Each has its own cost-matched HPA.
+
+    ``evidence_only``: only what the scheduled guard reads (:func:`guard.service_evidence`):
+    ``reactive``, ``predictive_unguarded`` and its cost-matched HPA."""
     cfg = cfg or TwinConfig()
     rule = rule or cfg.guard_rule()
     fleet, timing, step_s = prep.fleet, prep.timing, prep.step_s
@@ -371,39 +380,50 @@ def replay_policies(
     # shadow (new), gathering the evidence the guard needs. Every policy runs through the
     # warm-up (their state carries over) but is judged, and cost-matched, after it.
     j0 = judged_start(replay.shape[1], step_s, cfg)
-    matched_unguarded_targets, traj[guard.MATCHED_UNGUARDED] = sim.cost_matched_targets(
-        replay,
-        last,
-        fleet,
-        timing,
-        traj[guard.UNGUARDED].desired[:, j0:].sum(axis=1) * step_h,
-        start=j0,
-    )
-    t1 = time.perf_counter()
-    modes = guard.guarded_modes(
-        traj[guard.UNGUARDED],
-        replay,
-        guard.hpa_grid(replay, last, fleet, timing, slo),
-        fleet,
-        timing,
-        slo,
-        rule,
-        period_steps=max(1, int(round(cfg.guard_period_s / step_s))),
-    )
-    timings["guard_s"] = time.perf_counter() - t1
-    on = modes.astype(float)
-    traj["predictive"] = sim.run_controller(
-        replay, last, fleet, targets, timing, floor * on, hold * on
-    )
-    traj["cloud_scheduled"] = sim.run_controller(
-        replay, last, fleet, targets, timing, sim.predictive_floor(prep.level, fleet, usable)
-    )
-    pred_rh = traj["predictive"].desired[:, j0:].sum(axis=1) * step_h
-    matched, traj["reactive_cost_matched"] = sim.cost_matched_targets(
-        replay, last, fleet, timing, pred_rh, start=j0
-    )
-    traj["static"] = sim.static(train, replay.shape[1], fleet, slo, cfg.static_percentile)
-    traj["oracle"] = sim.oracle(replay, fleet, slo, timing)
+    modes: np.ndarray | None = None
+    if evidence_only:
+        matched_unguarded, traj[MATCHED] = sim.cost_matched_targets(
+            replay, last, fleet, timing, _judged_hours(traj[guard.UNGUARDED], j0, step_h), start=j0
+        )
+        hpa_targets = {"reactive": targets, MATCHED: matched_unguarded}
+    else:
+        t1 = time.perf_counter()
+        modes = guard.guarded_modes(
+            traj[guard.UNGUARDED],
+            replay,
+            guard.hpa_grid(replay, last, fleet, timing, slo),
+            fleet,
+            timing,
+            slo,
+            rule,
+            period_steps=max(1, int(round(cfg.guard_period_s / step_s))),
+        )
+        timings["guard_s"] = time.perf_counter() - t1
+        on = modes.astype(float)
+        traj["predictive"] = sim.run_controller(
+            replay, last, fleet, targets, timing, floor * on, hold * on
+        )
+        traj["cloud_scheduled"] = sim.run_controller(
+            replay, last, fleet, targets, timing, sim.predictive_floor(prep.level, fleet, usable)
+        )
+        # Each policy against the HPA given its replica-hours over the judged window.
+        (matched, traj["reactive_cost_matched"]), (matched_unguarded, traj[MATCHED]) = (
+            sim.cost_matched_many(
+                replay,
+                last,
+                fleet,
+                timing,
+                [_judged_hours(traj[p], j0, step_h) for p in ("predictive", guard.UNGUARDED)],
+                start=j0,
+            )
+        )
+        hpa_targets = {
+            "reactive": targets,
+            "reactive_cost_matched": matched,
+            MATCHED: matched_unguarded,
+        }
+        traj["static"] = sim.static(train, replay.shape[1], fleet, slo, cfg.static_percentile)
+        traj["oracle"] = sim.oracle(replay, fleet, slo, timing)
     timings["replay_s"] = time.perf_counter() - t0
 
     initial = fleet.bound(sim.ceil_replicas(last, usable))
@@ -420,8 +440,8 @@ def replay_policies(
     details["guard"] = {
         "rule": asdict(rule),
         "period_s": cfg.guard_period_s,
-        "predictive_share": float(modes.mean()),
-        "services_ever_promoted": int(modes.any(axis=1).sum()),
+        "predictive_share": None if modes is None else float(modes.mean()),
+        "services_ever_promoted": None if modes is None else int(modes.any(axis=1).sum()),
     }
     details["judged_start"] = str(prep.grid[prep.n_train + j0])
     details["judged_steps"] = int(judged.shape[1])
@@ -433,14 +453,14 @@ def replay_policies(
         capacity=fleet.capacity,
         trajectories=traj,
         metrics=mets,
-        hpa_targets={
-            "reactive": targets,
-            "reactive_cost_matched": matched,
-            guard.MATCHED_UNGUARDED: matched_unguarded_targets,
-        },
+        hpa_targets=hpa_targets,
         details=details,
-        modes=modes[:, j0:],
+        modes=None if modes is None else modes[:, j0:],
     )
+
+
+def _judged_hours(traj: sim.Trajectory, j0: int, step_h: float) -> np.ndarray:
+    return traj.desired[:, j0:].sum(axis=1) * step_h
 
 
 def simulate_frame(
@@ -450,10 +470,11 @@ def simulate_frame(
     capacity: np.ndarray | None = None,
     min_replicas: np.ndarray | None = None,
     max_replicas: np.ndarray | None = None,
+    evidence_only: bool = False,
 ) -> TwinResult:
     cfg = cfg or TwinConfig()
     prep = prepare(df, cfg, settings, capacity, min_replicas, max_replicas)
-    return replay_policies(prep, cfg)
+    return replay_policies(prep, cfg, evidence_only=evidence_only)
 
 
 def simulate_file(

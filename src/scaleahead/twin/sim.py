@@ -523,15 +523,33 @@ def cost_matched_targets(
     and a target ``(hi - lo) / (grid - 1) / 2**iterations`` lower is not. ``lo`` when that is
     affordable; ``hi`` (over budget) when nothing is. ``start``: replica-hours count from that
     replay step on (the twin's judged window); the controller runs from the replay's start."""
+    return cost_matched_many(
+        demand, last_train, fleet, timing, [replica_hours], lo, hi, iterations, start, grid
+    )[0]
+
+
+def cost_matched_many(
+    demand: np.ndarray,
+    last_train: np.ndarray,
+    fleet: Fleet,
+    timing: Timing,
+    budgets: list[np.ndarray],
+    lo: float = 0.02,
+    hi: float = 1.0,
+    iterations: int = 16,
+    start: int = 0,
+    grid: int = 64,
+) -> list[tuple[np.ndarray, Trajectory]]:
+    """:func:`cost_matched_targets` for several budgets (one per policy): the grid's replays do
+    not depend on the budget, so they run once."""
     n = demand.shape[0]
     step_h = timing.step_s / 3600.0
-    budget = np.asarray(replica_hours, dtype=float)
 
     def hours(traj: Trajectory) -> np.ndarray:
         return traj.desired[:, start:].sum(axis=1) * step_h
 
     levels = np.linspace(lo, hi, max(2, grid))
-    affordable = np.zeros((n, len(levels)), dtype=bool)
+    level_hours = np.empty((n, len(levels)))
     per_run = max(1, 8192 // max(1, n))  # grid points replayed together (rows = n x points)
     for first in range(0, len(levels), per_run):
         chunk = levels[first : first + per_run]
@@ -544,21 +562,25 @@ def cost_matched_targets(
         traj = run_controller(
             np.repeat(demand, k, axis=0), np.repeat(last_train, k), wide, np.tile(chunk, n), timing
         )
-        rh = hours(traj).reshape(n, k)
-        affordable[:, first : first + k] = rh <= budget[:, None]
-    some = affordable.any(axis=1)
-    lowest = np.argmax(affordable, axis=1)
-    high = np.where(some, levels[lowest], hi)
-    low = np.where(some & (lowest > 0), levels[np.maximum(lowest - 1, 0)], high)
-    for _ in range(iterations):
-        active = low < high
-        if not active.any():
-            break
-        mid = np.where(active, (low + high) / 2, high)
-        too_costly = hours(run_controller(demand, last_train, fleet, mid, timing)) > budget
-        low = np.where(active & too_costly, mid, low)
-        high = np.where(active & ~too_costly, mid, high)
-    return high, run_controller(demand, last_train, fleet, high, timing)
+        level_hours[:, first : first + k] = hours(traj).reshape(n, k)
+    out = []
+    for replica_hours in budgets:
+        budget = np.asarray(replica_hours, dtype=float)
+        affordable = level_hours <= budget[:, None]
+        some = affordable.any(axis=1)
+        lowest = np.argmax(affordable, axis=1)
+        high = np.where(some, levels[lowest], hi)
+        low = np.where(some & (lowest > 0), levels[np.maximum(lowest - 1, 0)], high)
+        for _ in range(iterations):
+            active = low < high
+            if not active.any():
+                break
+            mid = np.where(active, (low + high) / 2, high)
+            too_costly = hours(run_controller(demand, last_train, fleet, mid, timing)) > budget
+            low = np.where(active & too_costly, mid, low)
+            high = np.where(active & ~too_costly, mid, high)
+        out.append((high, run_controller(demand, last_train, fleet, high, timing)))
+    return out
 
 
 def calibrated_peaks(
