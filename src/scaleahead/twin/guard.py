@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from scaleahead.twin.runner import TwinResult
 
 UNGUARDED = "predictive_unguarded"
-INSUFFICIENT = ModeReason.INSUFFICIENT_EVIDENCE
 MATCHED_UNGUARDED = "reactive_cost_matched_unguarded"
 _EPS = 1e-9
 
@@ -169,7 +168,10 @@ def guarded_modes(
             decision = decide_mode(state[i], evidence, rule)
             if decision.mode is not ScalingMode.PREDICTIVE and (
                 state[i] is ScalingMode.PREDICTIVE
-                or (rule.trial_waits_for_evidence and decision.reason is INSUFFICIENT)
+                or (
+                    rule.trial_waits_for_evidence
+                    and decision.reason is ModeReason.INSUFFICIENT_EVIDENCE
+                )
             ):
                 shadow_since[i] = tau
             state[i] = decision.mode

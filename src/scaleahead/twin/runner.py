@@ -35,7 +35,6 @@ POLICIES = (
     "oracle",
 )
 ID, DS, Y = "unique_id", "ds", "y"
-MATCHED = guard.MATCHED_UNGUARDED
 
 
 class TwinConfig(BaseModel):
@@ -382,10 +381,10 @@ def replay_policies(
     j0 = judged_start(replay.shape[1], step_s, cfg)
     modes: np.ndarray | None = None
     if evidence_only:
-        matched_unguarded, traj[MATCHED] = sim.cost_matched_targets(
+        matched_unguarded, traj[guard.MATCHED_UNGUARDED] = sim.cost_matched_targets(
             replay, last, fleet, timing, _judged_hours(traj[guard.UNGUARDED], j0, step_h), start=j0
         )
-        hpa_targets = {"reactive": targets, MATCHED: matched_unguarded}
+        hpa_targets = {"reactive": targets, guard.MATCHED_UNGUARDED: matched_unguarded}
     else:
         t1 = time.perf_counter()
         modes = guard.guarded_modes(
@@ -407,20 +406,21 @@ def replay_policies(
             replay, last, fleet, targets, timing, sim.predictive_floor(prep.level, fleet, usable)
         )
         # Each policy against the HPA given its replica-hours over the judged window.
-        (matched, traj["reactive_cost_matched"]), (matched_unguarded, traj[MATCHED]) = (
-            sim.cost_matched_many(
-                replay,
-                last,
-                fleet,
-                timing,
-                [_judged_hours(traj[p], j0, step_h) for p in ("predictive", guard.UNGUARDED)],
-                start=j0,
-            )
+        (
+            (matched, traj["reactive_cost_matched"]),
+            (matched_unguarded, traj[guard.MATCHED_UNGUARDED]),
+        ) = sim.cost_matched_many(
+            replay,
+            last,
+            fleet,
+            timing,
+            [_judged_hours(traj[p], j0, step_h) for p in ("predictive", guard.UNGUARDED)],
+            start=j0,
         )
         hpa_targets = {
             "reactive": targets,
             "reactive_cost_matched": matched,
-            MATCHED: matched_unguarded,
+            guard.MATCHED_UNGUARDED: matched_unguarded,
         }
         traj["static"] = sim.static(train, replay.shape[1], fleet, slo, cfg.static_percentile)
         traj["oracle"] = sim.oracle(replay, fleet, slo, timing)
