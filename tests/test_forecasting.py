@@ -15,7 +15,12 @@ import yaml
 from scaleahead.config import Settings
 from scaleahead.forecasting import metrics as M
 from scaleahead.forecasting.backtest import baseline_forecasts, run_backtest
-from scaleahead.forecasting.config import ForecastConfig, ForecastingError, load_config
+from scaleahead.forecasting.config import (
+    ForecastConfig,
+    ForecastingError,
+    TargetTransformSpec,
+    load_config,
+)
 from scaleahead.forecasting.model import DemandForecaster, holdout_split, prepare_series
 from scaleahead.forecasting.pipeline import publish, train
 from scaleahead.forecasting.registry import (
@@ -300,10 +305,26 @@ def test_no_champion_and_no_data_raise(tmp_path):
         train(settings)
 
 
-def test_predict_windows_equals_predict_on_each_window(demand):
+def _with_target_transforms(cfg, transforms: list[str]):
+    features = cfg.features.model_copy(
+        update={"target_transforms": [TargetTransformSpec(type=t) for t in transforms]}
+    )
+    return cfg.model_copy(update={"features": features})
+
+
+@pytest.mark.parametrize(
+    "target_transforms",
+    [
+        None,  # the shipped config: the window's scaler applied before mlforecast, tail only
+        ["asinh", "local_standard_scaler"],  # through mlforecast's own target transforms
+    ],
+)
+def test_predict_windows_equals_predict_on_each_window(demand, target_transforms):
     """The array path (many (series, origin) windows at once, as the capacity twin uses it)
     gives the numbers of ``predict(history=...)`` on every window as a series of its own."""
     cfg = load_config(REPO_CONFIG).model_copy(update={"min_series_length": 600})
+    if target_transforms is not None:
+        cfg = _with_target_transforms(cfg, target_transforms)
     fc = DemandForecaster(cfg).fit(demand)
     wide = demand.pivot(index="ds", columns="unique_id", values="y")
     wide["flat"] = 3.0  # falls back to the level for its scale

@@ -542,3 +542,42 @@ def test_cost_matched_target_is_the_lowest_affordable() -> None:
     np.testing.assert_array_equal(t_none, [1.0, 1.0, 1.0])
     t_all, _ = sim.cost_matched_targets(demand, last, fleet, timing, np.full(3, 1e9))
     np.testing.assert_array_equal(t_all, [0.02, 0.02, 0.02])
+
+
+def test_stacked_replays_equal_one_run_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Targets replayed several per controller run (services as independent rows), and
+    budgets bisected side by side, give exactly the numbers of one run per target / budget."""
+    rng = np.random.default_rng(3)
+    n_steps = 300
+    t = np.arange(n_steps)
+    demand = np.stack(
+        [
+            30 * (1.2 + np.sin(2 * np.pi * t / 96)) * np.exp(rng.normal(0, 0.2, n_steps)),
+            np.abs(15 + np.cumsum(rng.normal(0, 2, n_steps))),
+        ]
+    )
+    fleet = sim.Fleet(np.array([10.0, 3.0]), np.array([1.0, 2.0]), np.array([100.0, 40.0]))
+    timing = sim.Timing(step_s=300.0)
+    last = demand[:, 0]
+    targets = [np.array([0.3, 0.9]), np.array([0.5, 0.5]), np.array([0.8, 0.2])]
+    monkeypatch.setattr(sim, "ROWS_PER_RUN", 4)  # two targets per run, then one
+    stacked = list(sim.replay_targets(demand, last, fleet, timing, targets))
+    assert len(stacked) == len(targets)
+    for target, traj in zip(targets, stacked, strict=True):
+        one = sim.run_controller(demand, last, fleet, target, timing)
+        np.testing.assert_array_equal(traj.desired, one.desired)
+        np.testing.assert_array_equal(traj.ready, one.ready)
+
+    step_h = 300.0 / 3600.0
+    budgets = [
+        sim.run_controller(demand, last, fleet, np.full(2, x), timing).desired.sum(axis=1)
+        * step_h
+        * 1.03
+        for x in (0.4, 0.75)
+    ]
+    together = sim.cost_matched_many(demand, last, fleet, timing, budgets, start=20)
+    for budget, (target, traj) in zip(budgets, together, strict=True):
+        alone, alone_traj = sim.cost_matched_targets(demand, last, fleet, timing, budget, start=20)
+        np.testing.assert_array_equal(target, alone)
+        np.testing.assert_array_equal(traj.desired, alone_traj.desired)
+    assert not np.array_equal(together[0][0], together[1][0])  # two different budgets

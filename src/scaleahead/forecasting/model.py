@@ -9,6 +9,7 @@ from newer data (or services it never saw) without refitting.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 from mlforecast import MLForecast
 
-from scaleahead.forecasting.config import ForecastConfig, ForecastingError
+from scaleahead.forecasting.config import FeaturesConfig, ForecastConfig, ForecastingError
 from scaleahead.forecasting.features import MODEL_NAME, build_mlforecast
 from scaleahead.forecasting.features import min_history as features_min_history
 
@@ -120,6 +121,33 @@ def subset_series(df: pd.DataFrame, max_series: int | None) -> pd.DataFrame:
         return df
     keep = np.sort(ids)[np.linspace(0, len(ids) - 1, max_series).round().astype(int)]
     return df[df[ID].isin(keep)].reset_index(drop=True)
+
+
+# An ewm feature reads every row before it, with weight (1 - alpha) ** age: rows older than a
+# window's tail may be dropped when that weight is below float noise.
+_EWM_NEGLIGIBLE_WEIGHT = 1e-15
+
+
+def _reads_only_tail(features: FeaturesConfig, tail: int) -> bool:
+    """Whether every feature at a series' end depends on its last ``tail`` rows only, given the
+    target as it is (no target transform fitted on the rows)."""
+    if [t.type for t in features.target_transforms] != ["local_standard_scaler"]:
+        return False
+    for specs in features.lag_transforms.values():
+        for s in specs:
+            if s.type == "expanding_mean":
+                return False
+            if s.type == "ewm" and (1 - float(s.kwargs["alpha"])) ** tail > _EWM_NEGLIGIBLE_WEIGHT:
+                return False
+    return True
+
+
+def _without_target_transforms(fc: MLForecast) -> MLForecast:
+    """The fitted pipeline fed with targets already transformed (shares the fitted models)."""
+    out = copy.copy(fc)
+    out.ts = copy.copy(fc.ts)
+    out.ts.target_transforms = None
+    return out
 
 
 def fit_members(config: ForecastConfig, data: pd.DataFrame) -> list[MLForecast]:
@@ -301,17 +329,35 @@ class DemandForecaster:
             return np.full((n_windows, h, n_q), np.nan), np.full((n_windows, h), np.nan)
         if np.isnan(values).any():
             raise ValueError("windows must not contain NaN")
+        members, rows, mean, std = self.fc_, values, None, None
+        tail = self.min_history
+        if all(_reads_only_tail(m.features, tail) for m in self.config.member_list):
+            # The per-window standard scaler applied here, so that mlforecast computes its
+            # features over the last ``min_history`` rows instead of the whole window (the
+            # scaler's statistics need every row, the features do not): about half the work.
+            # coreforecast's scaler: population std, 1 for a constant window.
+            mean = values.mean(axis=1)
+            std = values.std(axis=1)
+            std = np.where(std == 0, 1.0, std)
+            rows = (values[:, -tail:] - mean[:, None]) / std[:, None]
+            members = [_without_target_transforms(fc) for fc in self.fc_]
         step = pd.Timedelta(pd.tseries.frequencies.to_offset(self.config.freq)).to_timedelta64()
-        first = np.asarray(starts, dtype="datetime64[ns]")
-        ds = (first[:, None] + np.arange(n) * step).reshape(-1)
+        first = np.asarray(starts, dtype="datetime64[ns]") + (n - rows.shape[1]) * step
+        ds = (first[:, None] + np.arange(rows.shape[1]) * step).reshape(-1)
         # Integer ids in window order: mlforecast keeps that order, so its output reshapes.
         history = pd.DataFrame(
-            {ID: np.repeat(np.arange(n_windows, dtype=np.int64), n), DS: ds, Y: values.ravel()}
+            {
+                ID: np.repeat(np.arange(n_windows, dtype=np.int64), rows.shape[1]),
+                DS: ds,
+                Y: rows.ravel(),
+            }
         )
-        pred = predict_members(self.fc_, h, new_df=history)
+        pred = predict_members(members, h, new_df=history)
         if not np.array_equal(pred[ID].to_numpy()[::h], np.arange(n_windows)):
             raise ForecastingError("unexpected forecast order from mlforecast")
         point = pred[MODEL_NAME].to_numpy(dtype=float).reshape(n_windows, h)
+        if mean is not None:
+            point = point * std[:, None] + mean[:, None]
         scale = window_scales(values, self.config.season_length)
         q = point[:, :, None] + self.residual_quantiles_[:h][None, :, :] * scale[:, None, None]
         q = enforce_quantiles(q.reshape(-1, n_q), self.config.nonnegative)

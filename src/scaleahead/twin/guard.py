@@ -118,8 +118,8 @@ def hpa_grid(
     n_services = demand.shape[0]
     step_min, step_h = timing.step_s / 60.0, timing.step_s / 3600.0
     rh, mins, inc = [], [], []
-    for target in HPA_GRID:
-        traj = sim.run_controller(demand, last_train, fleet, np.full(n_services, target), timing)
+    targets = [np.full(n_services, target) for target in HPA_GRID]
+    for traj in sim.replay_targets(demand, last_train, fleet, timing, targets):
         short = short_steps(traj.ready, demand, fleet.capacity, slo_target)
         rh.append(_cumulative(traj.desired * step_h))
         mins.append(_cumulative(short * step_min))
