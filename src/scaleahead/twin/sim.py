@@ -592,7 +592,7 @@ def cost_matched_many(
 
     levels = np.linspace(lo, hi, max(2, grid))
     level_hours = np.column_stack([hours(t) for t in replay([np.full(n, v) for v in levels])])
-    budget = np.array([np.asarray(b, dtype=float) for b in budgets])  # (B, n)
+    budget = np.asarray(budgets, dtype=float)  # (B, n)
     affordable = level_hours[None, :, :] <= budget[:, :, None]
     some = affordable.any(axis=2)
     lowest = np.argmax(affordable, axis=2)
